@@ -1,0 +1,85 @@
+"""The ``abdus`` command line. Thin: it parses, then calls one typed function per command.
+
+User mistakes (bad files, bad options) print one line ``error: ...`` and exit with status 2;
+nothing the user had is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from abdus import __version__
+from abdus.errors import AbdusInputError
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from abdus.io.info import run_info
+
+    return run_info(args.files, as_json=args.json, spacing_mm=args.spacing_mm)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from abdus.phantom.generate import generate_cohort
+
+    generate_cohort(
+        args.out,
+        patients=args.patients,
+        seed=args.seed,
+        image_format=args.format,
+        jobs=args.jobs,
+        second_read_fraction=args.second_read_fraction,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every abdus command."""
+    parser = argparse.ArgumentParser(
+        prog="abdus",
+        description="Abdominal ultrasound view classification and caliper measurement.",
+    )
+    parser.add_argument("--version", action="version", version=f"abdus {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", help="what a file holds: size, frames, regions, spacing (mm)")
+    p.add_argument("files", nargs="+", help="DICOM, PNG or JPEG files")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--spacing-mm", type=float, default=None, help="spacing to use when a file has none (mm/px)"
+    )
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("generate", help="write a synthetic cohort with exact ground truth")
+    p.add_argument("out", help="output dataset folder (must be new or empty)")
+    p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("dicom", "png"), default="dicom")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument(
+        "--second-read-fraction",
+        type=float,
+        default=0.3,
+        help="share of images that reader B also reads (0..1)",
+    )
+    p.set_defaults(func=_cmd_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``abdus`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AbdusInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
