@@ -34,6 +34,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from abdus.training.trainer import train
+
+    run = train(
+        args.data,
+        args.out,
+        model=args.model,
+        preset=args.preset,
+        config=args.config,
+        resume=args.resume,
+        device=args.device,
+    )
+    print(f"run folder: {run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every abdus command."""
     parser = argparse.ArgumentParser(
@@ -64,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of images that reader B also reads (0..1)",
     )
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
+    p.add_argument("data", help="dataset folder (with manifest.json) or manifest path")
+    p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
+    p.add_argument("--model", default="mgcn_r", choices=("mgcn_r", "mgcn", "mfcn", "sfcn", "stl"))
+    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.add_argument("--config", default=None, help="YAML file overriding preset fields")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

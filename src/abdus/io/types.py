@@ -57,6 +57,9 @@ class UltrasoundImage:
     region: Region | None = None
     regions: tuple[Region, ...] = ()
     photometric: str | None = None
+    # (H, W) float32 colour saturation in [0, 255] (max - min of R, G, B) for colour sources,
+    # None for grayscale ones. Lets the classification mask find coloured overlays.
+    saturation: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property

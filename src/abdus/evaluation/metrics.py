@@ -1,0 +1,103 @@
+"""Metric functions on plain arrays: view classification, measurements (mm), landmarks (mm).
+
+All functions are pure; the evaluation driver decides which images enter each metric (the
+paper's protocol: a measurement is scored on the images whose *reference* view has its task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from abdus.taxonomy import NUM_VIEWS, VIEW_NAMES
+
+RADIAL_THRESHOLDS_MM = (2.0, 4.0, 8.0)
+
+
+def confusion_matrix(
+    true: Sequence[int], pred: Sequence[int], num_classes: int = NUM_VIEWS
+) -> np.ndarray:
+    """Counts (num_classes, num_classes): rows are the reference class, columns the prediction."""
+    true_a = np.asarray(true, dtype=np.int64)
+    pred_a = np.asarray(pred, dtype=np.int64)
+    if true_a.shape != pred_a.shape:
+        raise ValueError(f"true and pred differ in length: {true_a.shape} vs {pred_a.shape}")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (true_a, pred_a), 1)
+    return counts
+
+
+def row_normalised(counts: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (rows with no images stay 0)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+
+
+def view_metrics(true: Sequence[int], pred: Sequence[int]) -> dict:
+    """Accuracy, confusion matrix (counts and row-normalised), per-view precision and recall.
+
+    Precision/recall of a view with no predicted/reference images is None (undefined).
+    """
+    counts = confusion_matrix(true, pred)
+    n = int(counts.sum())
+    diag = np.diag(counts)
+    predicted, reference = counts.sum(axis=0), counts.sum(axis=1)
+    per_view = {
+        name: {
+            "precision": float(diag[i] / predicted[i]) if predicted[i] else None,
+            "recall": float(diag[i] / reference[i]) if reference[i] else None,
+            "n_reference": int(reference[i]),
+        }
+        for i, name in enumerate(VIEW_NAMES)
+    }
+    return {
+        "view_accuracy": float(diag.sum() / n) if n else None,
+        "n_images": n,
+        "confusion_matrix": counts.tolist(),
+        "confusion_matrix_normalised": row_normalised(counts).round(6).tolist(),
+        "per_view": per_view,
+    }
+
+
+def bland_altman(pred: Sequence[float], ref: Sequence[float]) -> dict[str, float | None]:
+    """Bias (mean of pred - ref) and 95% limits of agreement (bias ± 1.96 SD), in mm."""
+    diff = np.asarray(pred, dtype=np.float64) - np.asarray(ref, dtype=np.float64)
+    if diff.size == 0:
+        return {"bias": None, "sd": None, "loa_low": None, "loa_high": None}
+    bias = float(diff.mean())
+    sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
+
+
+def measurement_summary(
+    pairs: Mapping[str, Sequence[tuple[float, float]]],
+) -> dict[str, dict[str, float | int | None]]:
+    """Per measurement code, from (predicted mm, reference mm) pairs: n, MAE, median AE, BA."""
+    out: dict[str, dict[str, float | int | None]] = {}
+    for code, code_pairs in pairs.items():
+        arr = np.asarray(code_pairs, dtype=np.float64).reshape(-1, 2)
+        abs_err = np.abs(arr[:, 0] - arr[:, 1])
+        out[code] = {
+            "n": int(arr.shape[0]),
+            "mae_mm": float(abs_err.mean()) if abs_err.size else None,
+            "median_mm": float(np.median(abs_err)) if abs_err.size else None,
+            **{f"ba_{k}_mm": v for k, v in bland_altman(arr[:, 0], arr[:, 1]).items()},
+        }
+    return out
+
+
+def radial_summary(errors_mm: Mapping[str, Sequence[float]]) -> dict[str, dict]:
+    """Per landmark, from radial errors in mm: n, mean, median, share within 2/4/8 mm."""
+    out: dict[str, dict] = {}
+    for name, errs in errors_mm.items():
+        e = np.asarray(errs, dtype=np.float64)
+        row: dict[str, float | int | None] = {
+            "n": int(e.size),
+            "mean_mm": float(e.mean()) if e.size else None,
+            "median_mm": float(np.median(e)) if e.size else None,
+        }
+        for t in RADIAL_THRESHOLDS_MM:
+            row[f"within_{t:g}mm"] = float((e <= t).mean()) if e.size else None
+        out[name] = row
+    return out
