@@ -1,0 +1,298 @@
+"""A torch Dataset over a cache of preprocessed images, with Gaussian heat-map targets.
+
+Each image is read once (``abdus.io.reader.read_frame``), preprocessed (``preprocess_image``:
+0.5 mm, 512 x 512 by default, paper 2.1) and stored as uint8 ``(2, H, W)`` = (pixels, kept mask)
+in model pixels, so later epochs only load 2 x H x W bytes per sample. On disk, one
+``<key>.npy`` and ``<key>.json`` (the source <-> model transform) per image, where ``key``
+hashes what the stored pixels depend on: the file (path, size, mtime), frame, manifest spacing
+and overlay boxes, the preprocessing config and ``CACHE_VERSION``. A change of any of these gives
+a new key, so the sample is rebuilt; labels are not part of the key (landmarks are mapped through
+the stored transform on every load). Writes are atomic. ``cache_dir=None`` keeps the cache in
+memory.
+
+Sample (``__getitem__``), all tensors; H, W model px; the default collate stacks them:
+    image (1, H, W) float32 [0, 1]       landmark input, every pixel kept
+    class_image (1, H, W) float32        classification input, icons / text zeroed (paper 2.1)
+    heatmaps (14, H, W) float32          Gaussian targets from ``codec`` (zeros where absent)
+    landmark_mask (14,) float32          1 where the landmark exists and lies on the canvas
+    landmarks (14, 2) float32            (x, y) model px, 0 where absent
+    view int64                           class index; -100 (torch's ignore_index) if no view
+    has_view bool                        False when the chosen reader did not read this image
+    index int64                          position in this dataset
+    model_spacing_mm float32             mm per model px (NaN without spacing)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.preprocess import PreprocessConfig, SourceToModel, preprocess_image
+from abdus.io.atomic import atomic_path, atomic_write_json
+from abdus.io.manifest import ImageRecord, Manifest, landmark_array
+from abdus.io.reader import read_frame
+from abdus.io.types import UltrasoundImage
+from abdus.taxonomy import NUM_LANDMARKS, VIEW_INDEX
+
+CACHE_VERSION = 1  # bump when preprocessing or masking changes what is stored
+READERS = ("reference", "second_read", "truth")
+IGNORE_VIEW = -100  # torch.nn.functional.cross_entropy's default ignore_index
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Small random changes for training: translation, isotropic scaling, intensity gamma.
+
+    ``translate_fraction``: max shift as a fraction of the canvas side (model px).
+    ``scale_range``: zoom factor range about the canvas centre. ``gamma_range``: exponent range,
+    drawn log-uniformly (pixels ** gamma on [0, 1]).
+    """
+
+    translate_fraction: float = 0.05
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    gamma_range: tuple[float, float] = (0.7, 1.4)
+
+
+def read_record_image(manifest: Manifest, record: ImageRecord) -> UltrasoundImage:
+    """Read a record's frame; the manifest spacing is used only when the file has none."""
+    spacing = record.spacing_mm
+    isotropic = spacing is not None and spacing[0] == spacing[1]
+    image = read_frame(
+        manifest.path_of(record),
+        record.frame,
+        spacing_mm=spacing[0] if isotropic else None,
+        spacing_source="manifest",
+    )
+    if spacing is not None and image.spacing_mm is None:  # anisotropic manifest spacing
+        image = replace(image, spacing_mm=spacing, spacing_source="manifest", warnings=[])
+    return image
+
+
+def cache_key(manifest: Manifest, record: ImageRecord, config: PreprocessConfig) -> str:
+    """Hash of everything the cached pixels of ``record`` depend on (see module doc)."""
+    path = manifest.path_of(record)
+    stat = path.stat() if path.exists() else None
+    content = {
+        "version": CACHE_VERSION,
+        "config": {"spacing_mm": config.spacing_mm, "size": list(config.size)},
+        "file": str(path.resolve()),
+        "file_stat": None if stat is None else [stat.st_size, stat.st_mtime_ns],
+        "frame": record.frame,
+        "spacing_mm": None if record.spacing_mm is None else list(record.spacing_mm),
+        "overlay_boxes": [list(box) for box in record.overlay_boxes],
+    }
+    blob = json.dumps(content, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def build_sample(
+    manifest: Manifest, record: ImageRecord, config: PreprocessConfig
+) -> tuple[np.ndarray, SourceToModel]:
+    """Read and preprocess one record -> ((2, H, W) uint8 (pixels 0-255, kept 0/1), transform)."""
+    image = read_record_image(manifest, record)
+    out = preprocess_image(image, config, overlay_boxes=record.overlay_boxes or None)
+    stored = np.stack((np.rint(out.pixels * 255.0), out.mask)).astype(np.uint8)
+    return stored, out.transform
+
+
+def _build_one(
+    args: tuple[Manifest, ImageRecord, PreprocessConfig],
+) -> tuple[np.ndarray, SourceToModel]:
+    return build_sample(*args)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # as DataLoader workers: no OpenMP pool in forked children
+
+
+class SampleCache:
+    """The stored (2, H, W) uint8 samples and transforms, on disk or in memory.
+
+    ``workers`` > 0 preprocesses missing samples in that many processes (the results are
+    written by this process, atomically).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        records: Sequence[ImageRecord],
+        config: PreprocessConfig,
+        cache_dir: Path | None,
+        workers: int = 0,
+    ) -> None:
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.keys = [cache_key(manifest, r, config) for r in records]
+        self._memory: list[np.ndarray] = [np.empty(0, np.uint8)] * len(records)
+        found = [self._load_transform(key) for key in self.keys]
+        missing = [i for i, transform in enumerate(found) if transform is None]
+        self.built = len(missing)  # samples preprocessed by this call (the rest were on disk)
+        jobs = [(manifest, records[i], config) for i in missing]
+        if workers > 0 and len(jobs) > 1:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+                results = pool.map(_build_one, jobs, chunksize=4)
+                for i, (stored, transform) in zip(missing, results, strict=True):
+                    found[i] = self._store(i, stored, transform)
+        else:
+            for i, job in zip(missing, jobs, strict=True):
+                found[i] = self._store(i, *_build_one(job))
+        self.transforms: list[SourceToModel] = [t for t in found if t is not None]
+
+    def _store(self, i: int, stored: np.ndarray, transform: SourceToModel) -> SourceToModel:
+        if self.cache_dir is None:
+            self._memory[i] = stored
+            return transform
+        key = self.keys[i]
+        with atomic_path(self.cache_dir / f"{key}.npy") as tmp:
+            np.save(tmp, stored)
+        # The JSON is written last: its presence marks a complete entry.
+        atomic_write_json(self.cache_dir / f"{key}.json", transform.to_dict())
+        return transform
+
+    def _load_transform(self, key: str) -> SourceToModel | None:
+        if self.cache_dir is None:
+            return None
+        meta, data = self.cache_dir / f"{key}.json", self.cache_dir / f"{key}.npy"
+        if not (meta.is_file() and data.is_file()):
+            return None
+        try:
+            return SourceToModel.from_dict(json.loads(meta.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError):
+            return None  # damaged entry: rebuilt
+
+    def load(self, i: int) -> np.ndarray:
+        """(2, H, W) uint8 of sample ``i``."""
+        if self.cache_dir is None:
+            return self._memory[i]
+        return np.load(self.cache_dir / f"{self.keys[i]}.npy")
+
+
+class UltrasoundDataset(Dataset):
+    """Preprocessed images with view labels and heat-map targets (see module doc for a sample).
+
+    Args:
+        manifest: the dataset (``root`` resolves ``ImageRecord.file``).
+        records: the images of this split.
+        config: preprocessing (spacing, canvas).
+        codec: heat-map codec; its ``size`` must equal ``config.size``.
+        cache_dir: folder of the sample cache, or None to keep it in memory.
+        augment: random translation / scale / gamma (off by default), deterministic given
+            ``seed``, the epoch (``set_epoch``) and the index.
+        seed: augmentation seed.
+        reader: which read supplies the labels: "reference", "second_read" or "truth".
+        augment_config: augmentation ranges.
+        build_workers: processes that preprocess missing cache entries (0: this process).
+    """
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        records: Sequence[ImageRecord],
+        *,
+        config: PreprocessConfig,
+        codec: HeatmapCodec,
+        cache_dir: Path | None = None,
+        augment: bool = False,
+        seed: int = 0,
+        reader: str = "reference",
+        augment_config: AugmentConfig = AugmentConfig(),
+        build_workers: int = 0,
+    ) -> None:
+        if reader not in READERS:
+            raise ValueError(f"unknown reader {reader!r}; valid readers: {', '.join(READERS)}")
+        if tuple(codec.size) != tuple(config.size):
+            raise ValueError(f"codec size {codec.size} differs from the canvas {config.size}")
+        self.records = list(records)
+        self.config, self.codec, self.reader = config, codec, reader
+        self.augment, self.seed, self.augment_config = augment, seed, augment_config
+        self.epoch = 0
+        self.cache = SampleCache(manifest, self.records, config, cache_dir, build_workers)
+        reads = [getattr(r, reader) for r in self.records]
+        self.views = np.array([IGNORE_VIEW if rd is None else VIEW_INDEX[rd.view] for rd in reads])
+        transforms = self.cache.transforms
+        points = [t.to_model(landmark_array(rd)) for t, rd in zip(transforms, reads, strict=True)]
+        # (N, 14, 2) model px, NaN where absent.
+        self.landmarks = np.stack(points) if points else np.zeros((0, NUM_LANDMARKS, 2))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the augmentation draw; call before creating the epoch's DataLoader iterator."""
+        self.epoch = int(epoch)
+
+    def transform(self, i: int) -> SourceToModel:
+        """Source px <-> model px map of sample ``i`` (without augmentation)."""
+        return self.cache.transforms[i]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        stored = torch.from_numpy(self.cache.load(i))
+        image = stored[0].float().div_(255.0)  # (H, W)
+        kept = stored[1].float()
+        points = self.landmarks[i].copy()  # (14, 2) model px, NaN where absent
+        spacing = self.cache.transforms[i].model_spacing_mm
+        spacing = float("nan") if spacing is None else spacing
+        if self.augment:
+            image, kept, points, zoom = self._augment(i, image, kept, points)
+            spacing /= zoom
+        heatmaps, present = self.codec.encode(points)
+        return {
+            "image": image[None],
+            "class_image": (image * (kept >= 0.5))[None],
+            "heatmaps": torch.from_numpy(heatmaps),
+            "landmark_mask": torch.from_numpy(present.astype(np.float32)),
+            "landmarks": torch.from_numpy(
+                np.where(present[:, None], points, 0.0).astype(np.float32)
+            ),
+            "view": torch.tensor(int(self.views[i]), dtype=torch.int64),
+            "has_view": torch.tensor(bool(self.views[i] != IGNORE_VIEW)),
+            "index": torch.tensor(i, dtype=torch.int64),
+            "model_spacing_mm": torch.tensor(spacing, dtype=torch.float32),
+        }
+
+    def _augment(
+        self, i: int, image: torch.Tensor, kept: torch.Tensor, points: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
+        """Same zoom / shift for image, mask and landmarks (model px); gamma on the image."""
+        cfg = self.augment_config
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        H, W = image.shape
+        zoom = float(rng.uniform(*cfg.scale_range))
+        shift = rng.uniform(-cfg.translate_fraction, cfg.translate_fraction, 2) * (W, H)
+        gamma = float(np.exp(rng.uniform(np.log(cfg.gamma_range[0]), np.log(cfg.gamma_range[1]))))
+        centre = np.array([(W - 1) / 2, (H - 1) / 2])
+        points = centre + zoom * (points - centre) + shift  # where each source point goes
+        # Output pixel p samples the input at centre + (p - centre - shift) / zoom; with
+        # align_corners=True, normalised u = 2 p / (size - 1) - 1 so the centre is u = 0.
+        shift_norm = 2.0 * shift / np.array([W - 1, H - 1])
+        theta = torch.tensor(
+            [[1 / zoom, 0.0, -shift_norm[0] / zoom], [0.0, 1 / zoom, -shift_norm[1] / zoom]],
+            dtype=torch.float32,
+        )[None]
+        grid = F.affine_grid(theta, [1, 2, H, W], align_corners=True)
+        both = torch.stack((image, kept))[None]  # (1, 2, H, W)
+        warped = F.grid_sample(both, grid, mode="bilinear", align_corners=True)[0]
+        return warped[0].clamp_(0.0, 1.0).pow_(gamma), warped[1], points, zoom
+
+
+def dataset_summary(dataset: UltrasoundDataset) -> dict[str, Any]:
+    """Counts for logs: images, images with a view, labelled landmarks, samples built now."""
+    labelled = np.isfinite(dataset.landmarks).all(axis=-1)
+    return {
+        "images": len(dataset),
+        "with_view": int((dataset.views != IGNORE_VIEW).sum()),
+        "labelled_landmarks": int(labelled.sum()),
+        "cache_built": dataset.cache.built,
+    }
