@@ -1,0 +1,299 @@
+"""Losses of the multi-task network (paper section 2.2, Eqs. 1-4).
+
+Term functions (``heatmap_l2_loss``, ``coordinate_loss``, ``generator_adversarial_loss``)
+return a scalar tensor; the functions a trainer optimises (``view_loss``,
+``discriminator_loss``, ``landmark_losses``, ``joint_losses``) return
+``{"loss": weighted total, **unweighted parts}`` for logging.
+
+Shapes: B batch, L = 14 landmark channels (taxonomy order), H, W model pixels. Coordinates
+are ``(x, y)`` in model pixels. ``landmark_mask`` (B, L) is 1/True where the image has that
+landmark (the subset L' of Eq. 2); absent landmarks contribute exactly zero loss and zero
+gradient, and images without any landmark contribute zero. Batch means run over the images
+that have at least one landmark, so the loss scale does not depend on how many landmark-free
+images (e.g. "others" views) share the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from abdus.data.heatmaps import threshold_centroid
+from abdus.models.discriminator import discriminator_input
+
+REDUCTIONS = ("mean", "sum")
+_DISTANCE_EPS = 1e-6  # px^2 under the square root: finite gradient at zero distance
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the loss terms. Paper 2.2: "The regression, location, and adversarial losses
+    are equally weighted"; the view loss is trained in its own stage. A weight of 0 removes the
+    term (not computed)."""
+
+    regression: float = 1.0
+    location: float = 1.0
+    adversarial: float = 1.0
+    view: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"loss weight {f.name} must be finite and >= 0, got {value}")
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, float]) -> LossWeights:
+        valid = [f.name for f in fields(cls)]
+        if unknown := sorted(set(data) - set(valid)):
+            raise ValueError(f"unknown loss weight(s) {unknown}; valid: {', '.join(valid)}")
+        return cls(**data)
+
+
+def _check_mask(mask: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"landmark_mask shape {tuple(mask.shape)} does not match {what} {shape}")
+    return mask.bool()
+
+
+def _mean_over_images(per_image: torch.Tensor, has_any: torch.Tensor) -> torch.Tensor:
+    """(B,) per-image losses (0 where ``has_any`` is False) -> mean over images with landmarks."""
+    return per_image.sum() / has_any.sum().clamp_min(1)
+
+
+def heatmap_l2_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    landmark_mask: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """L2 between predicted and target heat maps over the landmarks each image has (Eq. 2).
+
+    Args:
+        pred, target: (B, L, H, W) heat maps (target values of absent channels must be finite;
+            they are ignored).
+        landmark_mask: (B, L) 1/True where the image has the landmark.
+        reduction: "mean": the paper's 1 / (N_I * N_L') per image (N_I = H * W pixels, N_L'
+            present landmarks); "sum": the squared error summed over pixels and present channels
+            / N_L' per image (pixel sum as Caffe/pix2pix-era Euclidean losses; the convention
+            under which the paper's SGD learning rate of 1e-6 moves the weights).
+            Either way the per-image values are averaged over images with landmarks.
+
+    Returns:
+        Scalar loss (float32).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    mask = _check_mask(landmark_mask, tuple(pred.shape[:2]), "heat maps")
+    weight = mask.to(torch.float32)[:, :, None, None]
+    squared = (pred.float() - target.float()).square() * weight  # absent channels: exactly 0
+    per_image = squared.sum(dim=(1, 2, 3))  # (B,)
+    present = mask.sum(dim=1)  # (B,) N_L'
+    scale = present * (pred.shape[2] * pred.shape[3] if reduction == "mean" else 1)
+    per_image = per_image / scale.clamp_min(1)
+    return _mean_over_images(per_image, present > 0)
+
+
+def coordinate_loss(
+    heatmaps: torch.Tensor,
+    landmarks: torch.Tensor,
+    landmark_mask: torch.Tensor,
+    threshold: float = 0.75,
+) -> torch.Tensor:
+    """Mean Euclidean distance (model px) between true and heat-map landmarks (Eq. 3).
+
+    The predicted landmark is the weighted mean of the pixels above ``threshold`` x the
+    channel's peak (``threshold_centroid``; paper k = 0.75), which keeps training end to end.
+
+    Args:
+        heatmaps: (B, L, H, W) predictions. landmarks: (B, L, 2) true (x, y) model px (values
+            of absent landmarks are ignored, NaN allowed). landmark_mask: (B, L).
+
+    Returns:
+        Scalar: per image the mean over present landmarks, then the mean over images with
+        landmarks. sqrt(d^2 + 1e-6) keeps the gradient finite at zero distance.
+    """
+    mask = _check_mask(landmark_mask, tuple(heatmaps.shape[:2]), "heat maps")
+    predicted = threshold_centroid(heatmaps, threshold)  # (B, L, 2) float32
+    truth = torch.where(mask[..., None], landmarks.float(), torch.zeros_like(predicted))
+    distance = ((predicted - truth).square().sum(dim=-1) + _DISTANCE_EPS).sqrt()  # (B, L)
+    distance = torch.where(mask, distance, torch.zeros_like(distance))
+    present = mask.sum(dim=1)
+    return _mean_over_images(distance.sum(dim=1) / present.clamp_min(1), present > 0)
+
+
+def _bce_to(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    """Eq. 4: binary cross entropy of every patch logit against real (1) or fake (0)."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def _with_landmarks(*tensors: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Keep only the images that have at least one landmark (the others are all-zero to D)."""
+    keep = mask.bool().any(dim=1)
+    return tuple(t[keep] for t in tensors)
+
+
+def discriminator_loss(
+    discriminator: nn.Module,
+    image: torch.Tensor,
+    real_heatmaps: torch.Tensor,
+    fake_heatmaps: torch.Tensor,
+    landmark_mask: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """PatchGAN loss of D (Eq. 4, pix2pix): real pairs -> 1, detached fake pairs -> 0.
+
+    Args:
+        image: (B, 1, H, W) network input. real_heatmaps: (B, L, H, W) targets.
+        fake_heatmaps: (B, L, H, W) predictions (detached here). landmark_mask: (B, L); absent
+            channels are zeroed in both inputs and images with no landmark are left out.
+
+    Returns:
+        ``{"loss": (real + fake) / 2 (pix2pix halves D's objective), "real": ..., "fake": ...}``;
+        all 0 (still attached to D) when no image has a landmark.
+    """
+    _check_mask(landmark_mask, tuple(real_heatmaps.shape[:2]), "heat maps")
+    image, real, fake, mask = _with_landmarks(
+        image, real_heatmaps, fake_heatmaps.detach(), landmark_mask, mask=landmark_mask
+    )
+    if image.shape[0] == 0:
+        zero = sum(p.sum() for p in discriminator.parameters()) * 0.0
+        return {"loss": zero, "real": zero, "fake": zero}
+    real_loss = _bce_to(discriminator(discriminator_input(image, real, mask)), real=True)
+    fake_loss = _bce_to(discriminator(discriminator_input(image, fake, mask)), real=False)
+    return {"loss": 0.5 * (real_loss + fake_loss), "real": real_loss, "fake": fake_loss}
+
+
+def generator_adversarial_loss(
+    discriminator: nn.Module,
+    image: torch.Tensor,
+    fake_heatmaps: torch.Tensor,
+    landmark_mask: torch.Tensor,
+) -> torch.Tensor:
+    """The network's adversarial term (Eq. 4): D should call its heat maps real (-> 1).
+
+    Shapes as ``discriminator_loss``. Gradients also reach D's parameters: the trainer steps only
+    the network's optimiser here (or sets D's ``requires_grad`` False, as pix2pix does).
+    Returns a scalar, 0 (attached to the predictions) when no image has a landmark.
+    """
+    _check_mask(landmark_mask, tuple(fake_heatmaps.shape[:2]), "heat maps")
+    image, fake, mask = _with_landmarks(image, fake_heatmaps, landmark_mask, mask=landmark_mask)
+    if image.shape[0] == 0:
+        return fake_heatmaps.float().sum() * 0.0
+    return _bce_to(discriminator(discriminator_input(image, fake, mask)), real=True)
+
+
+def view_loss(
+    logits: torch.Tensor, target: torch.Tensor, has_view: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Cross entropy of the view classifier (Eq. 1).
+
+    Args:
+        logits: (B, 11). target: (B,) int64 view index. has_view: (B,) bool, False for images
+            without a view label (ignored); None = all labelled.
+
+    Returns:
+        ``{"loss": ce, "view": ce}``, the mean over labelled images (0 if none).
+    """
+    if has_view is not None:
+        keep = has_view.bool()
+        logits, target = logits[keep], target[keep]
+    if logits.shape[0] == 0:
+        zero = logits.float().sum() * 0.0
+        return {"loss": zero, "view": zero}
+    ce = F.cross_entropy(logits.float(), target.long())
+    return {"loss": ce, "view": ce}
+
+
+def landmark_losses(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    weights: LossWeights | None = None,
+    discriminator: nn.Module | None = None,
+    *,
+    reduction: str = "mean",
+    threshold: float = 0.75,
+) -> dict[str, torch.Tensor]:
+    """The landmark stage's objective: weighted regression (Eq. 2) + location (Eq. 3) +
+    adversarial (Eq. 4) terms; terms with weight 0 are neither computed nor returned.
+
+    Args:
+        outputs: the model's dict with ``heatmaps`` (B, L, H, W).
+        batch: ``heatmaps`` (B, L, H, W) targets, ``landmark_mask`` (B, L), ``landmarks``
+            (B, L, 2) model px (for location), ``image`` (B, 1, H, W) (for adversarial).
+        weights: term weights (default ``LossWeights()``); ``weights.view`` is not used here
+            (see ``joint_losses``).
+        discriminator: the PatchGAN, required when ``weights.adversarial`` > 0.
+        reduction: of the regression term, see ``heatmap_l2_loss``.
+        threshold: k of the location term.
+
+    Returns:
+        ``{"loss": weighted sum, "regression"?, "location"?, "adversarial"?}`` (parts
+        unweighted).
+    """
+    weights = weights or LossWeights()
+    pred, mask = outputs["heatmaps"], batch["landmark_mask"]
+    parts: dict[str, torch.Tensor] = {}
+    if weights.regression > 0:
+        parts["regression"] = heatmap_l2_loss(pred, batch["heatmaps"], mask, reduction)
+    if weights.location > 0:
+        parts["location"] = coordinate_loss(pred, batch["landmarks"], mask, threshold)
+    if weights.adversarial > 0:
+        if discriminator is None:
+            raise ValueError("weights.adversarial > 0 needs a discriminator (or set it to 0)")
+        parts["adversarial"] = generator_adversarial_loss(discriminator, batch["image"], pred, mask)
+    return {"loss": _weighted_total(parts, weights, pred), **parts}
+
+
+def joint_losses(
+    outputs: Mapping[str, torch.Tensor],
+    batch: Mapping[str, torch.Tensor],
+    weights: LossWeights | None = None,
+    discriminator: nn.Module | None = None,
+    *,
+    reduction: str = "mean",
+    threshold: float = 0.75,
+) -> dict[str, torch.Tensor]:
+    """``landmark_losses`` plus ``weights.view`` x the view cross entropy on ``outputs["logits"]``
+    (``batch["view"]``, ``batch["has_view"]``): for training both tasks at once, an option
+    beside the paper's two-stage schedule. Returns ``{"loss", ..., "view"?}``."""
+    result = landmark_losses(
+        outputs, batch, weights, discriminator, reduction=reduction, threshold=threshold
+    )
+    weights = weights or LossWeights()
+    if weights.view > 0 and "logits" in outputs:
+        view = view_loss(outputs["logits"], batch["view"], batch.get("has_view"))["loss"]
+        result["view"] = view
+        result["loss"] = result["loss"] + weights.view * view
+    return result
+
+
+def _weighted_total(
+    parts: Mapping[str, torch.Tensor], weights: LossWeights, like: torch.Tensor
+) -> torch.Tensor:
+    if not parts:  # every weight is 0: a zero still attached to the graph
+        return like.float().sum() * 0.0
+    return sum(getattr(weights, name) * value for name, value in parts.items())  # type: ignore[return-value]
+
+
+__all__ = [
+    "REDUCTIONS",
+    "LossWeights",
+    "coordinate_loss",
+    "discriminator_loss",
+    "generator_adversarial_loss",
+    "heatmap_l2_loss",
+    "joint_losses",
+    "landmark_losses",
+    "view_loss",
+]

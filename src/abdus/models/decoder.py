@@ -1,0 +1,81 @@
+"""The landmark decoder: one FCN-style skip decoder for all 14 landmarks (paper section 2.2).
+
+"We form a single decoder shared across the landmarks from all views instead of one branch per
+view, and the decoder follows the skip-connection style in Fully Convolutional Network (FCN)
+[8], where the output channel of each level is kept the same as the total number of
+landmarks." Every skip (the stem output and the outputs of stages 1-4) is turned into a
+14-channel score map, by a GCN + BR (``skip="gcn"``: MGCN, MGCN_R; Peng et al. 2017, Fig. 2)
+or by a 1x1 convolution (``skip="conv1x1"``: the plain FCN of MFCN / SFCN). Coarse to fine,
+the running map is upsampled x2 (bilinear) and the next skip's map is added; with GCN a BR
+follows each sum and a last upsample + BR brings the map from H/2 to the input size.
+
+Shapes: B batch, H, W input size in model pixels (divisible by 32), L output channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from abdus.models.gcn import BoundaryRefinement, GlobalConvolution
+
+SKIP_KINDS = ("gcn", "conv1x1")
+
+
+def _upsample2(x: torch.Tensor) -> torch.Tensor:
+    """(B, L, h, w) -> (B, L, 2h, 2w), bilinear (a scale factor keeps ONNX shapes dynamic)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def _skip_module(kind: str, in_channels: int, out_channels: int, gcn_k: int) -> nn.Module:
+    if kind == "gcn":
+        return nn.Sequential(
+            GlobalConvolution(in_channels, out_channels, gcn_k), BoundaryRefinement(out_channels)
+        )
+    return nn.Conv2d(in_channels, out_channels, kernel_size=1)
+
+
+class LandmarkDecoder(nn.Module):
+    """Skip decoder: encoder features (fine to coarse) -> (B, out_channels, H, W) heat maps.
+
+    Args:
+        skip_channels: channels of the features, finest first: stem (H/2), stage 1 (H/4), ...,
+            stage 4 (H/32).
+        out_channels: channels of every level and of the output (14 landmarks, or one task's).
+        skip: "gcn" (GCN + BR on skips, BR after each sum) or "conv1x1" (plain FCN).
+        gcn_k: GCN kernel size k (odd).
+    """
+
+    def __init__(
+        self,
+        skip_channels: Sequence[int],
+        out_channels: int,
+        skip: str = "gcn",
+        gcn_k: int = 15,
+    ) -> None:
+        super().__init__()
+        if skip not in SKIP_KINDS:
+            raise ValueError(f"unknown skip {skip!r}; valid: {', '.join(SKIP_KINDS)}")
+        self.skips = nn.ModuleList(
+            _skip_module(skip, c, out_channels, gcn_k) for c in skip_channels
+        )
+        # One refinement per sum (len - 1) and one after the last upsample to full size.
+        self.refine = nn.ModuleList(
+            BoundaryRefinement(out_channels) if skip == "gcn" else nn.Identity()
+            for _ in skip_channels
+        )
+        self.out_channels = out_channels
+
+    def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """features: [(B, C0, H/2, W/2), (B, C1, H/4, W/4), ...] -> (B, L, H, W) raw heat maps."""
+        y = self.skips[-1](features[-1])  # (B, L, H/32, W/32) for 5 levels
+        for level in range(len(features) - 2, -1, -1):
+            y = _upsample2(y) + self.skips[level](features[level])  # (B, L, h*2, w*2)
+            y = self.refine[level + 1](y)
+        return self.refine[0](_upsample2(y))  # (B, L, H, W)
+
+
+__all__ = ["SKIP_KINDS", "LandmarkDecoder"]
