@@ -50,6 +50,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from abdus.evaluation.evaluate import evaluate_run
+
+    metrics = evaluate_run(args.run, args.data, split=args.split, out=args.out, device=args.device)
+    out = args.out or f"{args.run}/evaluation"
+    print(f"view accuracy {metrics.get('view_accuracy')}; metrics and report in {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from abdus.demo import run_demo
+
+    run_demo(args.out, patients=args.patients, preset=args.preset)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every abdus command."""
     parser = argparse.ArgumentParser(
@@ -90,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics.json and a report for a trained run")
+    p.add_argument("run", help="run folder (with model.pt)")
+    p.add_argument("--data", required=True, help="dataset folder or manifest")
+    p.add_argument("--split", default="test", choices=("test", "train", "all"))
+    p.add_argument("--out", default=None, help="output folder (default RUN/evaluation)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
+    p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
+    p.add_argument("--patients", type=int, default=60, help="synthetic patients (default 60)")
+    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

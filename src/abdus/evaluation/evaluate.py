@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
+from abdus.errors import AbdusInputError
 from abdus.evaluation.metrics import measurement_summary, radial_summary, view_metrics
 from abdus.inference.predictor import Predictor
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array
@@ -187,3 +188,103 @@ def evaluate_predictions(preds: SplitPredictions, *, classifies: bool) -> dict[s
 def pick_device() -> str:
     """The CUDA device when there is one, else the CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate_run(
+    run: str | Path,
+    data: str | Path,
+    *,
+    split: str = "test",
+    out: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 8,
+    write_report: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained run on ``split`` ("test", "train" or "all") of the dataset ``data``.
+
+    The split is the run's own patient-level split (its seed and test fraction), so "test"
+    holds only patients the model never saw. Writes ``metrics.json`` (and the report) into
+    ``out`` (default ``<run>/evaluation``) and returns the metrics.
+    """
+    from abdus.data.splits import split_records
+    from abdus.io.atomic import atomic_write_json
+    from abdus.io.manifest import load_manifest
+    from abdus.training.checkpoint import load_model_from_run
+
+    run_dir = Path(run)
+    model, config, codec = load_model_from_run(run_dir)
+    predictor = Predictor(
+        model, config.preprocess, codec, device=device or pick_device(), model_id=run_dir.name
+    )
+    manifest = load_manifest(data)
+    records = split_records(manifest, split, test_fraction=config.test_fraction, seed=config.seed)
+    if not records:
+        raise AbdusInputError(f"the {split} split has no images", data)
+    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    preds = predict_split(predictor, manifest, records, cache_dir=cache, batch_size=batch_size)
+    metrics = evaluate_predictions(preds, classifies=predictor.classifies)
+    metrics.update(
+        model=config.model,
+        preset=getattr(config, "preset", "custom"),
+        run=str(run_dir),
+        data=str(data),
+        split=split,
+        n_patients=len({r.patient_id for r in records}),
+    )
+    out_dir = Path(out) if out is not None else run_dir / "evaluation"
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    if write_report:
+        _write_report(metrics, out_dir, preds, manifest, predictor, cache)
+    return metrics
+
+
+class _DatasetImages(Sequence):
+    """The model-canvas images of a dataset, loaded only when indexed (for the gallery)."""
+
+    def __init__(self, dataset: UltrasoundDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.dataset[i]["image"][0].numpy()
+
+
+def _write_report(
+    metrics: dict, out_dir: Path, preds: SplitPredictions, manifest: Manifest, predictor, cache
+) -> None:
+    """report.md / report.html with the best, median and worst cases as a gallery."""
+    from abdus.evaluation.plots import gallery_cases
+    from abdus.evaluation.report import write_report
+
+    dataset = UltrasoundDataset(
+        manifest,
+        preds.records,
+        config=predictor.preprocess,
+        codec=predictor.codec,
+        cache_dir=cache,
+    )
+    gallery = gallery_cases(preds, _DatasetImages(dataset), k=3)
+    title = f"abdus evaluation: {metrics['model']} on {metrics['split']} split"
+    write_report(metrics, out_dir, gallery=gallery, title=title)
+
+
+def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None = None) -> dict:
+    """The same architecture with freshly initialised weights on the run's test split: the
+    floor a trained model must clear (what "learned" means in the demo summary)."""
+    from abdus.data.splits import split_records
+    from abdus.io.manifest import load_manifest
+    from abdus.models import build_model_from_descriptor, model_descriptor
+    from abdus.training.checkpoint import load_model_from_run
+
+    run_dir = Path(run)
+    trained, config, codec = load_model_from_run(run_dir)
+    torch.manual_seed(config.seed)
+    fresh = build_model_from_descriptor(model_descriptor(trained)).eval()
+    predictor = Predictor(fresh, config.preprocess, codec, device=device or pick_device())
+    manifest = load_manifest(data)
+    records = split_records(manifest, "test", test_fraction=config.test_fraction, seed=config.seed)
+    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    preds = predict_split(predictor, manifest, records, cache_dir=cache)
+    return evaluate_predictions(preds, classifies=predictor.classifies)

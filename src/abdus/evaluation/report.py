@@ -1,0 +1,517 @@
+"""The evaluation report (``report.md`` + ``report.html``) and the reproduction report.
+
+Both are built once as a list of blocks (heading, paragraph, bullets, table, figure) and rendered
+twice: Markdown with the PNGs written beside it and linked, and one self-contained HTML page with
+the PNGs embedded as base64 data URIs. Every file goes through ``abdus.io.atomic``.
+
+Input: the metrics dict of ``abdus.evaluation.evaluate.evaluate_predictions`` (model against
+reader A; ``human`` = reader B against reader A; ``truth`` / ``reader_a_vs_truth`` on synthetic
+data) plus the lead's top-level ``model``, ``preset``, ``run``, ``data``, ``split``,
+``n_patients``. Any key may be missing; its section then says so instead of failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from abdus.evaluation import plots
+from abdus.evaluation.tables import (
+    MISSING,
+    PAPER_SOURCE,
+    Table,
+    confusion_panel,
+    counts_line,
+    fig3_panels,
+    format_number,
+    format_percent,
+    table1_table,
+    write_table1,
+)
+from abdus.io.atomic import atomic_write_text
+from abdus.taxonomy import LANDMARK_TASK, LANDMARKS, MEASUREMENT_CODES, PAPER_TABLE1_MM, VIEW_NAMES
+
+# Paper section 2.3: "The model parameters to handle all the tasks are reduced from 539MB to
+# 100MB" (STL classifier + single-task landmark networks vs the one MTL network).
+PAPER_SIZE_SINGLE_TASK_MB = 539.0
+PAPER_SIZE_MGCN_R_MB = 100.0
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #333; } h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.4em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.9em; color: #555; }
+"""
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Bullets:
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Image:
+    """A PNG figure: written as ``filename`` beside the Markdown, embedded in the HTML."""
+
+    filename: str
+    png: bytes
+    caption: str
+
+
+Block = Heading | Paragraph | Bullets | Table | Image
+
+
+def render_markdown(blocks: Sequence[Block], title: str) -> str:
+    """Markdown text; figures are linked by file name (written beside it by the caller)."""
+    parts = [f"# {title}"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            parts.append(block.to_markdown().rstrip("\n"))
+        else:
+            parts.append(f"![{block.caption}]({block.filename})\n\n*{block.caption}*")
+    return "\n\n".join(parts) + "\n"
+
+
+def render_html(blocks: Sequence[Block], title: str) -> str:
+    """One self-contained HTML page: inline CSS, PNGs as ``data:image/png;base64`` URIs."""
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            parts.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            items = "".join(f"<li>{html.escape(item)}</li>" for item in block.items)
+            parts.append(f"<ul>{items}</ul>")
+        elif isinstance(block, Table):
+            parts.append(block.to_html())
+        else:
+            data = base64.b64encode(block.png).decode("ascii")
+            caption = html.escape(block.caption)
+            parts.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_document(
+    blocks: Sequence[Block], out_dir: Path, stem: str, title: str
+) -> tuple[Path, Path]:
+    """Write the figures, ``<stem>.md`` and ``<stem>.html`` into ``out_dir`` (all atomic)."""
+    out_dir = Path(out_dir)
+    for block in blocks:
+        if isinstance(block, Image):
+            plots.write_png(out_dir / block.filename, block.png)
+    md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+    atomic_write_text(md_path, render_markdown(blocks, title))
+    atomic_write_text(html_path, render_html(blocks, title))
+    return md_path, html_path
+
+
+# ------------------------------------------------------------------------ comparisons
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion (Wilson 1927), or None when n = 0."""
+    if n <= 0:
+        return None
+    p, z2 = successes / n, Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return centre - half, centre + half
+
+
+def _abs_errors(metrics: Mapping[str, Any], code: str) -> np.ndarray:
+    pairs = (metrics.get("measurement_pairs_mm") or {}).get(code) or []
+    arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    return np.abs(arr[:, 0] - arr[:, 1])
+
+
+VERDICTS = ("better", "worse", "no clear difference", "too few images", "not comparable")
+
+
+def human_verdict(code: str, model: Mapping[str, Any], human: Mapping[str, Any]) -> tuple[str, str]:
+    """(verdict, one honest sentence): is the model's MAE (mm) better or worse than reader B's?
+
+    The verdict is one of ``VERDICTS``. Unpaired 95% interval of the MAE difference from the
+    two standard errors (normal approximation): the images differ (reader B read only a
+    subset), so no paired test is made. "no clear difference" when the interval contains 0.
+    """
+    m, h = _abs_errors(model, code), _abs_errors(human, code)
+    if m.size == 0 or h.size == 0:
+        return VERDICTS[4], f"{code}: not comparable (model n={m.size}, reader B n={h.size})."
+    diff = float(m.mean() - h.mean())
+    text = f"model {m.mean():.2f} mm (n={m.size}) vs reader B {h.mean():.2f} mm (n={h.size})"
+    if h.mean() > 0:
+        text += f", difference {diff:+.2f} mm, {m.mean() / h.mean():.2f}× the inter-reader error"
+    if m.size < 2 or h.size < 2:
+        return VERDICTS[3], f"{code}: too few images to tell — {text}."
+    se = math.sqrt(m.var(ddof=1) / m.size + h.var(ddof=1) / h.size)
+    low, high = diff - Z95 * se, diff + Z95 * se
+    verdict = VERDICTS[2] if low <= 0.0 <= high else VERDICTS[0] if diff < 0 else VERDICTS[1]
+    sentence = {
+        VERDICTS[0]: "model better than the human reader",
+        VERDICTS[1]: "model worse than the human reader",
+        VERDICTS[2]: "no clear difference from the human reader",
+    }[verdict]
+    return verdict, f"{code}: {sentence} — {text} (95% interval {low:+.2f} to {high:+.2f} mm)."
+
+
+def compare_with_human(code: str, model: Mapping[str, Any], human: Mapping[str, Any]) -> str:
+    """The sentence of ``human_verdict``."""
+    return human_verdict(code, model, human)[1]
+
+
+def _accuracy_text(label: str, metrics: Mapping[str, Any]) -> str:
+    accuracy = metrics.get("view_accuracy")
+    counts = metrics.get("confusion_matrix")
+    if accuracy is None or counts is None:
+        return f"{label}: no view classification"
+    total = int(np.asarray(counts).sum())
+    interval = wilson_interval(round(accuracy * total), total)
+    ci = "" if interval is None else f", 95% CI {100 * interval[0]:.1f}–{100 * interval[1]:.1f}%"
+    return f"{label}: {100 * accuracy:.1f}% of {total} images{ci}"
+
+
+# ------------------------------------------------------------------------ report sections
+
+
+def _mae_cells(metrics: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """Per measurement code: "MAE (n=...)" in mm, or "—"."""
+    cells = []
+    for code in MEASUREMENT_CODES:
+        entry = ((metrics or {}).get("measurements") or {}).get(code) or {}
+        mae = format_number(entry.get("mae_mm"))
+        cells.append(mae if mae == MISSING else f"{mae} (n={entry.get('n', 0)})")
+    return tuple(cells)
+
+
+def _context_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    keys = ("model", "preset", "run", "data", "split", "n_images", "n_patients")
+    names = {"n_images": "images with a reader A label", "n_patients": "patients"}
+    items = tuple(f"{names.get(k, k)}: {metrics[k]}" for k in keys if metrics.get(k) is not None)
+    return [Bullets(items)] if items else []
+
+
+def _summary_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    human = metrics.get("human")
+    blocks: list[Block] = [Heading("Summary")]
+    accuracy = [_accuracy_text("Model view accuracy", metrics)]
+    if human:
+        accuracy.append(_accuracy_text("Reader B against reader A (double-read images)", human))
+    blocks.append(Bullets(tuple(accuracy)))
+    headers = ("Rater", *(f"{code} MAE (mm)" for code in MEASUREMENT_CODES))
+    rows = [("Model vs reader A (this data)", *_mae_cells(metrics))]
+    rows.append(("Reader B vs reader A (this data)", *_mae_cells(human)))
+    for name in ("MGCN_R", "Human"):
+        paper = PAPER_TABLE1_MM[name]
+        rows.append((f"{name}, {PAPER_SOURCE}", *(f"{paper[c]:.3f}" for c in MEASUREMENT_CODES)))
+    caption = (
+        "Mean absolute measurement error (mm), reference-view protocol, n = images. The last "
+        "two rows are the paper's published numbers on its own data, for orientation only."
+    )
+    blocks.append(Table(headers, tuple(rows), caption))
+    blocks.append(Paragraph("Model against the human reader, per measurement:"))
+    if human:
+        verdicts = [human_verdict(c, metrics, human) for c in MEASUREMENT_CODES]
+        tally = [f"{sum(v == key for v, _ in verdicts)} {key}" for key in VERDICTS]
+        blocks.append(Bullets(tuple(sentence for _, sentence in verdicts)))
+        blocks.append(Paragraph(f"Overall, of {len(verdicts)} measurements: {', '.join(tally)}."))
+    else:
+        blocks.append(
+            Paragraph(
+                "No second reads on this data: the model cannot be compared with a human reader "
+                "here. The paper's human row above comes from other images and is no substitute."
+            )
+        )
+    return blocks
+
+
+def _basis_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    human = metrics.get("human") or {}
+    counts = {code: (metrics.get("measurements") or {}).get(code, {}).get("n", 0)
+              for code in MEASUREMENT_CODES}  # fmt: skip
+    items = [
+        f"split: {metrics.get('split', MISSING)}; patients: {metrics.get('n_patients', MISSING)}",
+        f"images with a reader A label: {metrics.get('n_images', MISSING)}",
+        f"images read twice (reader B): {human.get('n_images', 0) if human else 0}",
+        "images per measurement (model): " + ", ".join(f"{code} {n}" for code, n in counts.items()),
+    ]
+    note = (
+        "Reader A is the reference standard throughout. Human numbers rest only on the "
+        "double-read images, so they carry more sampling noise than the model's."
+    )
+    return [Heading("What the numbers rest on"), Bullets(tuple(items)), Paragraph(note)]
+
+
+def _view_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading("View classification")]
+    human = metrics.get("human") or {}
+    panels = [confusion_panel("Model", metrics)]
+    if human.get("confusion_matrix") is not None:
+        panels.append(confusion_panel("Reader B", human))
+    if panels[0].counts is None:
+        blocks.append(Paragraph("This model does not classify views."))
+        if len(panels) == 1:
+            return blocks
+    caption = (
+        "Confusion matrices against reader A (rows: reference view, columns: predicted; colour "
+        "= share of the row, numbers = images; view indices as in the view list)."
+    )
+    blocks.append(Image("confusion.png", plots.confusion_png(panels), caption))
+    headers = ("View", "n reference", "Model precision (%)", "Model recall (%)",
+               "Reader B precision (%)", "Reader B recall (%)")  # fmt: skip
+    rows = []
+    for i, name in enumerate(VIEW_NAMES):
+        ours = (metrics.get("per_view") or {}).get(name) or {}
+        theirs = (human.get("per_view") or {}).get(name) or {}
+        rows.append((f"{i} {name}", str(ours.get("n_reference", 0)),
+                     format_percent(ours.get("precision")), format_percent(ours.get("recall")),
+                     format_percent(theirs.get("precision")),
+                     format_percent(theirs.get("recall"))))  # fmt: skip
+    blocks.append(Table(headers, tuple(rows), "Per-view precision and recall (%)."))
+    return blocks
+
+
+def _measurement_table(metrics: Mapping[str, Any], rater: str) -> Table:
+    """Both protocols of one rater: reference view (MAE, median, BA) and end to end."""
+    headers = ("Measurement", "n", "MAE (mm)", "median AE (mm)", "BA bias (mm)",
+               "BA 95% LoA (mm)", "end-to-end coverage (%)", "end-to-end MAE (mm)",
+               "end-to-end n")  # fmt: skip
+    rows = []
+    for code in MEASUREMENT_CODES:
+        ref = (metrics.get("measurements") or {}).get(code) or {}
+        e2e = (metrics.get("end_to_end") or {}).get(code) or {}
+        low, high = (
+            format_number(ref.get("ba_loa_low_mm")),
+            format_number(ref.get("ba_loa_high_mm")),
+        )
+        rows.append((code, str(ref.get("n", 0)), format_number(ref.get("mae_mm")),
+                     format_number(ref.get("median_mm")), format_number(ref.get("ba_bias_mm")),
+                     MISSING if MISSING in (low, high) else f"{low} to {high}",
+                     format_percent(e2e.get("coverage")), format_number(e2e.get("mae_mm")),
+                     str(e2e.get("n", 0))))  # fmt: skip
+    caption = (
+        f"{rater} against reader A. Reference-view protocol (paper Table 1): scored on images "
+        "whose reference view carries the measurement. End to end: landmarks kept only when "
+        "the predicted view has the task; coverage = share of measurements still produced."
+    )
+    return Table(headers, tuple(rows), caption)
+
+
+def _measurement_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    human = metrics.get("human")
+    blocks: list[Block] = [Heading("Measurements"), _measurement_table(metrics, "Model")]
+    if human:
+        blocks.append(_measurement_table(human, "Reader B"))
+    blocks.append(Heading("Bland–Altman plots", 3))
+    for rater, part, name in (("model", metrics, "model"), ("reader B", human, "human")):
+        pairs = (part or {}).get("measurement_pairs_mm") or {}
+        if any(len(v) for v in pairs.values()):
+            png = plots.bland_altman_png(pairs, reader=rater, reference="reader A")
+            caption = f"Bland–Altman, {rater} against reader A: bias and 95% limits of agreement."
+            blocks.append(Image(f"bland_altman_{name}.png", png, caption))
+        elif part:
+            blocks.append(Paragraph(f"No measurement pairs for {rater}."))
+    return blocks
+
+
+def _landmark_table(metrics: Mapping[str, Any], rater: str) -> Table:
+    headers = ("Landmark", "task", "n", "mean (mm)", "median (mm)", "≤2 mm (%)",
+               "≤4 mm (%)", "≤8 mm (%)")  # fmt: skip
+    rows = []
+    for name in LANDMARKS:
+        entry = (metrics.get("landmarks") or {}).get(name) or {}
+        rows.append((name, LANDMARK_TASK[name], str(entry.get("n", 0)),
+                     format_number(entry.get("mean_mm")), format_number(entry.get("median_mm")),
+                     *(format_percent(entry.get(f"within_{t}mm")) for t in (2, 4, 8))))  # fmt: skip
+    caption = f"{rater}: radial landmark error against reader A (mm), reference view's task."
+    return Table(headers, tuple(rows), caption)
+
+
+def _landmark_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    blocks: list[Block] = [Heading("Landmarks"), _landmark_table(metrics, "Model")]
+    if metrics.get("human"):
+        blocks.append(_landmark_table(metrics["human"], "Reader B"))
+    errors = metrics.get("landmark_errors_mm") or {}
+    if any(len(v) for v in errors.values()):
+        png = plots.radial_error_histogram_png(errors, title="Model landmark radial error")
+        caption = "Model landmark radial errors (mm), stacked by task; dashed lines 2, 4, 8 mm."
+        blocks.append(Image("radial_errors.png", png, caption))
+    return blocks
+
+
+def _gallery_blocks(gallery: Sequence[plots.GalleryCase]) -> list[Block]:
+    if not gallery:
+        return []
+    caption = (
+        "Cases by mean landmark error: prediction orange × joined by solid lines, reader A "
+        "blue ○ joined by dashed lines; measurements in mm."
+    )
+    return [Heading("Gallery"), Image("gallery.png", plots.gallery_png(gallery), caption)]
+
+
+def _truth_blocks(metrics: Mapping[str, Any]) -> list[Block]:
+    raters = (("Model vs truth", metrics.get("truth")),
+              ("Reader A vs truth", metrics.get("reader_a_vs_truth")))  # fmt: skip
+    raters = tuple((label, part) for label, part in raters if part)
+    if not raters:
+        return []
+    headers = ("Rater", "view accuracy (%)", *(f"{c} MAE (mm)" for c in MEASUREMENT_CODES))
+    rows = tuple(
+        (label, format_percent(part.get("view_accuracy")), *_mae_cells(part))
+        for label, part in raters
+    )
+    note = (
+        "Synthetic data only: the noise-free truth shows how much of the error against "
+        "reader A is reader A's own annotation noise."
+    )
+    return [Heading("Against the noise-free truth"), Table(headers, rows), Paragraph(note)]
+
+
+def write_report(
+    metrics: dict,
+    out_dir: Path,
+    *,
+    gallery: Sequence[plots.GalleryCase] = (),
+    title: str = "abdus evaluation",
+) -> tuple[Path, Path]:
+    """Write ``report.md`` (PNGs beside it) and self-contained ``report.html``; return both.
+
+    ``metrics``: the dict of ``evaluate_predictions`` plus top-level context keys (any may be
+    missing); ``gallery``: cases from ``plots.gallery_cases``. All writes are atomic.
+    """
+    blocks: list[Block] = [
+        *_context_blocks(metrics),
+        *_summary_blocks(metrics),
+        *_basis_blocks(metrics),
+        *_view_blocks(metrics),
+        *_measurement_blocks(metrics),
+        *_landmark_blocks(metrics),
+        *_gallery_blocks(gallery),
+        *_truth_blocks(metrics),
+    ]
+    return write_document(blocks, Path(out_dir), "report", title)
+
+
+# ------------------------------------------------------------------------ reproduction report
+
+
+def _size_cells(entry: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """(parameters in millions, size MB, inference ms) display strings of one sizes entry."""
+    entry = entry or {}
+    return (
+        format_number(entry.get("parameters"), 2, scale=1e-6),
+        format_number(entry.get("size_mb"), 1),
+        format_number(entry.get("inference_ms"), 1),
+    )
+
+
+def _summed(entries: Sequence[Mapping[str, Any] | None], key: str) -> float | None:
+    values = [(e or {}).get(key) for e in entries]
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def _size_blocks(sizes: Mapping[str, Mapping[str, Any]]) -> list[Block]:
+    headers = ("Variant", "parameters (M)", "size (MB, fp32)", "inference (ms / image)")
+    rows = tuple((name, *_size_cells(entry)) for name, entry in sizes.items())
+    blocks: list[Block] = [
+        Heading("Model size and inference time"),
+        Table(headers, rows, "Per variant, as measured in this run."),
+    ]
+    single = [sizes.get("stl"), sizes.get("sfcn")]
+    combined = {k: _summed(single, k) for k in ("parameters", "size_mb", "inference_ms")}
+    compare_rows = (
+        ("STL + 5×SFCN (classifier + one network per task)", *_size_cells(combined),
+         f"{PAPER_SIZE_SINGLE_TASK_MB:.0f}"),
+        ("MGCN_R (one network, all tasks)", *_size_cells(sizes.get("mgcn_r")),
+         f"{PAPER_SIZE_MGCN_R_MB:.0f}"),
+    )  # fmt: skip
+    caption = (
+        "Single-task system against the one multi-task network. STL + 5×SFCN sums the 'stl' "
+        "and 'sfcn' entries (the 'sfcn' entry holds all five task networks; the time is the sum "
+        f"of both measured times). Last column: {PAPER_SOURCE}, section 2.3."
+    )
+    headers = (*headers[:4], "paper size (MB)")
+    blocks.append(Table(headers, compare_rows, caption))
+    ours, mtl = combined["size_mb"], (sizes.get("mgcn_r") or {}).get("size_mb")
+    if ours and mtl:
+        blocks.append(Paragraph(
+            f"MGCN_R is {100 * mtl / ours:.0f}% of the single-task system's size here; the paper "
+            f"reports {100 * PAPER_SIZE_MGCN_R_MB / PAPER_SIZE_SINGLE_TASK_MB:.0f}%."
+        ))  # fmt: skip
+    return blocks
+
+
+def write_reproduce_report(
+    rows: dict[str, dict],
+    out_dir: Path,
+    *,
+    confusion: dict[str, dict],
+    sizes: dict[str, dict],
+    context: dict,
+) -> tuple[Path, Path]:
+    """The ``reproduce`` command's report: Table 1, Fig. 3 and model sizes; returns (md, html).
+
+    ``rows``: Table 1 row name (Human, PBT, SFCN, MFCN, MGCN, MGCN_R, or others) -> metrics
+    dict (``n_images``/``n_patients``/``split`` used for the counts line). ``confusion``:
+    panel label (the paper: STL, MTL, Human) -> metrics dict with ``confusion_matrix``.
+    ``sizes``: variant -> {"parameters": int, "size_mb": float, "inference_ms": float}, any
+    may be missing; "sfcn" describes all five task networks together. ``context``: shown as
+    "key: value" lines (preset, data, device, ...). Writes ``table1.md``, ``table1.csv``,
+    ``fig3_confusion.png``, ``reproduce.md`` and ``reproduce.html`` atomically.
+    """
+    out_dir = Path(out_dir)
+    write_table1(rows, out_dir)
+    blocks: list[Block] = [Bullets(tuple(f"{k}: {v}" for k, v in context.items()))]
+    blocks += [Heading("Table 1: measurement errors"), table1_table(rows)]
+    blocks.append(Paragraph(counts_line(rows)))
+    blocks.append(Heading("Fig. 3: view classification"))
+    panels = fig3_panels(confusion)
+    if panels:
+        caption = (
+            "Confusion matrices against reader A with overall accuracy (rows: reference view, "
+            "columns: predicted; colour = share of the row, numbers = images)."
+        )
+        blocks.append(Image("fig3_confusion.png", plots.confusion_png(panels), caption))
+    else:
+        blocks.append(Paragraph("No view classifiers were evaluated."))
+    if sizes:
+        blocks += _size_blocks(sizes)
+    return write_document(blocks, out_dir, "reproduce", "abdus reproduction of Xu et al. 2018")
