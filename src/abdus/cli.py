@@ -35,6 +35,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "pbt":
+        from abdus.baselines.pbt import train_pbt
+
+        run = train_pbt(args.data, args.out, preset=args.preset)
+        print(f"run folder: {run}")
+        return 0
     from abdus.training.trainer import train
 
     run = train(
@@ -56,6 +62,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate_run(args.run, args.data, split=args.split, out=args.out, device=args.device)
     out = args.out or f"{args.run}/evaluation"
     print(f"view accuracy {metrics.get('view_accuracy')}; metrics and report in {out}")
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from abdus.evaluation.ablation import reproduce
+
+    reproduce(args.data, args.out, preset=args.preset, models=args.models, device=args.device)
+    print(f"Table 1, Fig. 3 and sizes in {args.out} (reproduce.md, reproduce.html)")
     return 0
 
 
@@ -100,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
     p.add_argument("data", help="dataset folder (with manifest.json) or manifest path")
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
-    p.add_argument("--model", default="mgcn_r", choices=("mgcn_r", "mgcn", "mfcn", "sfcn", "stl"))
+    p.add_argument(
+        "--model", default="mgcn_r", choices=("mgcn_r", "mgcn", "mfcn", "sfcn", "stl", "pbt")
+    )
     p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
     p.add_argument("--config", default=None, help="YAML file overriding preset fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -114,6 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default RUN/evaluation)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("reproduce", help="train and evaluate every variant: Table 1 and Fig. 3")
+    p.add_argument("data", help="dataset folder or manifest")
+    p.add_argument("--out", required=True, help="output folder (one run folder per model)")
+    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt"],
+        choices=("stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt"),
+        help="which variants (default: all)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")

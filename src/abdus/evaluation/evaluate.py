@@ -69,6 +69,19 @@ def predict_split(
     spacing = np.array(
         [np.nan if t.model_spacing_mm is None else t.model_spacing_mm for t in transforms]
     )
+    reads = _reads(dataset)
+    return SplitPredictions(
+        records=list(dataset.records),
+        points=np.stack(points) if points else np.zeros((0, len(LANDMARKS), 2)),
+        views=np.asarray(views, dtype=np.int64),
+        spacing=spacing,
+        reads=reads,
+    )
+
+
+def _reads(dataset: UltrasoundDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per reader present in the records: (N, 14, 2) model-px landmarks and (N,) views."""
+    transforms = [dataset.transform(i) for i in range(len(dataset))]
     reads = {}
     for reader in ("reference", "second_read", "truth"):
         chosen = [getattr(r, reader) for r in dataset.records]
@@ -79,13 +92,7 @@ def predict_split(
         )
         vws = np.array([IGNORE_VIEW if c is None else VIEW_INDEX[c.view] for c in chosen])
         reads[reader] = (pts, vws)
-    return SplitPredictions(
-        records=list(dataset.records),
-        points=np.stack(points) if points else np.zeros((0, len(LANDMARKS), 2)),
-        views=np.asarray(views, dtype=np.int64),
-        spacing=spacing,
-        reads=reads,
-    )
+    return reads
 
 
 def _distance_mm(a: np.ndarray, b: np.ndarray, spacing: float) -> float:
@@ -288,3 +295,53 @@ def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None 
     cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
     preds = predict_split(predictor, manifest, records, cache_dir=cache)
     return evaluate_predictions(preds, classifies=predictor.classifies)
+
+
+def evaluate_pbt(
+    run: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None
+) -> dict[str, Any]:
+    """The PBT baseline on ``split``: landmarks of each image's reference view task (PBT does
+    not classify views), scored like the networks (reference-view protocol). Writes
+    ``metrics.json`` into ``out`` (default ``<run>/evaluation``)."""
+    from abdus.baselines.pbt import load_pbt
+    from abdus.data.heatmaps import HeatmapCodec
+    from abdus.data.splits import split_records
+    from abdus.io.atomic import atomic_write_json
+    from abdus.io.manifest import load_manifest
+
+    run_dir = Path(run)
+    model = load_pbt(run_dir)
+    cfg = model.config
+    manifest = load_manifest(data)
+    records = split_records(manifest, split, test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    codec = HeatmapCodec(size=cfg.preprocess.size, sigma_px=2.0)
+    dataset = UltrasoundDataset(manifest, records, config=cfg.preprocess, codec=codec)
+    n = len(dataset)
+    points = np.full((n, len(LANDMARKS), 2), np.nan)
+    trained = set(model.trained_tasks)
+    for i, record in enumerate(dataset.records):
+        task = VIEWS[VIEW_INDEX[record.view]].task
+        if task is None or task not in trained:
+            continue
+        found = model.predict_record(manifest, record)
+        for name, xy in found.items():
+            points[i, LANDMARK_INDEX[name]] = dataset.transform(i).to_model(np.asarray(xy))
+    spacing = np.array(
+        [
+            np.nan if t.model_spacing_mm is None else t.model_spacing_mm
+            for t in dataset.cache.transforms
+        ]
+    )
+    preds = SplitPredictions(
+        records=list(dataset.records),
+        points=points,
+        views=np.full(n, -1, dtype=np.int64),
+        spacing=spacing,
+        reads=_reads(dataset),
+    )
+    metrics = evaluate_predictions(preds, classifies=False)
+    metrics.update(model="pbt", preset="custom", run=str(run_dir), data=str(data), split=split,
+                   n_patients=len({r.patient_id for r in records}))  # fmt: skip
+    out_dir = Path(out) if out is not None else run_dir / "evaluation"
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics

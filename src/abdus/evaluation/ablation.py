@@ -1,0 +1,115 @@
+"""``abdus reproduce``: the paper's comparisons (Table 1, Fig. 3, sizes) on the user's data.
+
+Every variant of the ablation trains and evaluates on the same patient-level split (the split
+depends only on the dataset, the seed and the test fraction, which all presets share):
+STL (view classifier), SFCN (one FCN per landmark task), MFCN, MGCN, MGCN_R (the proposed
+network), and PBT (the classical baseline). The Human row is reader B against reader A on
+the same test images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from abdus.errors import AbdusInputError
+
+NETWORKS = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r")
+ALL_MODELS = (*NETWORKS, "pbt")
+TABLE1_ROW = {"pbt": "PBT", "sfcn": "SFCN", "mfcn": "MFCN", "mgcn": "MGCN", "mgcn_r": "MGCN_R"}
+
+
+def reproduce(
+    data: str | Path,
+    out: str | Path,
+    *,
+    preset: str = "demo",
+    models: Sequence[str] = ALL_MODELS,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate each model on ``data``; write Table 1, Fig. 3 and the size table."""
+    from abdus.evaluation.report import write_reproduce_report
+    from abdus.io.atomic import atomic_write_json
+
+    unknown = sorted(set(models) - set(ALL_MODELS))
+    if unknown:
+        raise AbdusInputError(f"unknown model(s) {unknown}; valid: {', '.join(ALL_MODELS)}")
+    out = Path(out)
+    results: dict[str, dict] = {}
+    sizes: dict[str, dict] = {}
+    for name in models:
+        print(f"reproduce: {name} ({preset} preset)", flush=True)
+        run = out / name
+        if name == "pbt":
+            results[name], sizes[name] = _run_pbt(data, run, preset)
+        else:
+            results[name], sizes[name] = _run_network(data, run, name, preset, device)
+    rows = {TABLE1_ROW[m]: results[m] for m in models if m in TABLE1_ROW}
+    reference = results.get("mgcn_r") or next(iter(results.values()))
+    if "human" in reference:
+        rows = {"Human": {**reference["human"], "n_patients": reference.get("n_patients")}, **rows}
+    confusion = {}
+    if "stl" in results:
+        confusion["STL"] = results["stl"]
+    if "mgcn_r" in results:
+        confusion["MTL"] = results["mgcn_r"]
+    if "human" in reference:
+        confusion["Human"] = reference["human"]
+    context = {
+        "preset": preset,
+        "data": str(data),
+        "split": "test (patient level, 80/20)",
+        "patients in test split": reference.get("n_patients"),
+        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+    }
+    write_reproduce_report(rows, out, confusion=confusion, sizes=sizes, context=context)
+    atomic_write_json(out / "reproduce.json", {"metrics": results, "sizes": sizes, **context})
+    return {"metrics": results, "sizes": sizes}
+
+
+def _run_network(data, run: Path, model: str, preset: str, device) -> tuple[dict, dict]:
+    from abdus.evaluation.evaluate import evaluate_run
+    from abdus.models import count_parameters, model_size_mb
+    from abdus.training.checkpoint import load_model_from_run
+    from abdus.training.trainer import train
+
+    if not (run / "model.pt").is_file():
+        train(data, run, model=model, preset=preset, device=device)
+    metrics = evaluate_run(run, data, out=run / "evaluation", device=device)
+    net, config, _ = load_model_from_run(run)
+    size = {
+        "parameters": count_parameters(net),
+        "size_mb": model_size_mb(net),
+        "inference_ms": forward_ms(net, config.preprocess.size),
+    }
+    return metrics, size
+
+
+def forward_ms(model: torch.nn.Module, size: tuple[int, int], repeats: int = 5) -> float:
+    """Median wall time (ms) of one batch-1 forward pass on the CPU after a warm-up."""
+    x = torch.rand(1, 1, *size)
+    model = model.eval().cpu()
+    times = []
+    with torch.inference_mode():
+        model(x)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+def _run_pbt(data, run: Path, preset: str) -> tuple[dict, dict]:
+    from abdus.baselines.pbt import train_pbt
+    from abdus.evaluation.evaluate import evaluate_pbt
+
+    if not (run / "model.pbt").is_file():
+        train_pbt(data, run, preset=preset)
+    metrics = evaluate_pbt(run, data, out=run / "evaluation")
+    size_mb = (run / "model.pbt").stat().st_size / 2**20
+    return metrics, {"size_mb": size_mb}
