@@ -1,0 +1,164 @@
+"""The data of a training run: split by patient, checked, cached, and loaded in resume-exact order.
+
+Stage 1 (landmarks) uses only the training images with at least one annotated landmark; the
+organs are shuffled together in every batch (paper 2.2: "each batch can include a mixture of
+different organs"). Images whose view has no landmark task ("others", liver trans, left liver)
+are left out of stage 1: they would contribute no loss (Eq. 2 sums over the landmarks an image
+has) and only cost time. Stage 2 (views) trains on every training image.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from abdus.data.dataset import UltrasoundDataset
+from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.splits import split_by_patient
+from abdus.errors import AbdusInputError
+from abdus.io.manifest import load_manifest
+from abdus.taxonomy import LANDMARK_TASK, TASK_BY_NAME
+from abdus.training.config import TrainConfig
+from abdus.training.distributed import DistributedContext, barrier
+from abdus.training.loops import LANDMARKS, STAGES
+from abdus.training.runtime import seed_worker
+
+
+@dataclass
+class TrainingData:
+    """The datasets of a run. ``train`` / ``test`` hold every image of their split;
+    ``*_landmark_indices`` index the images with at least one annotated landmark."""
+
+    manifest_path: Path
+    train: Dataset
+    test: Dataset | None
+    train_landmark_indices: list[int]
+    test_landmark_indices: list[int]
+
+    def stage_train_set(self, stage: str) -> Dataset:
+        """Training images of ``stage``: annotated ones for landmarks, all for views."""
+        return Subset(self.train, self.train_landmark_indices) if stage == LANDMARKS else self.train
+
+    def stage_test_set(self, stage: str) -> Dataset | None:
+        """Held-out images evaluated after each epoch of ``stage`` (None: nothing to test)."""
+        if self.test is None:
+            return None
+        if stage == LANDMARKS:
+            idx = self.test_landmark_indices
+            return Subset(self.test, idx) if idx else None
+        return self.test
+
+
+def _tasks_with_landmarks(records) -> set[str]:
+    return {LANDMARK_TASK[name] for r in records for name in r.reference.landmarks}
+
+
+def check_landmark_coverage(records, config: TrainConfig, stages: tuple[str, ...], path) -> None:
+    """Landmark models need annotations: ``sfcn`` in every task it builds, the multi-task
+    models in at least one (a warning names the tasks without any). AbdusInputError otherwise."""
+    if LANDMARKS not in stages:
+        return
+    have = _tasks_with_landmarks(records)
+    wanted = [config.model_options.get("task")] if config.model_options.get("task") else None
+    wanted = wanted or list(TASK_BY_NAME)
+    missing = [t for t in wanted if t not in have]
+    if config.model == "sfcn" and missing:
+        raise AbdusInputError(
+            f"no training image has landmarks of task(s) {', '.join(missing)}; the sfcn model "
+            "trains one network per task and needs annotations for each",
+            path,
+        )
+    if not have:
+        raise AbdusInputError(
+            f"no training image has landmarks; the {config.model} model needs landmark "
+            "annotations (or train the stl view classifier)",
+            path,
+        )
+    if missing:
+        warnings.warn(
+            f"{path}: no training landmarks for task(s) {', '.join(missing)}; the model "
+            "will not learn them",
+            stacklevel=2,
+        )
+
+
+def load_training_data(
+    data: str | Path,
+    config: TrainConfig,
+    codec: HeatmapCodec,
+    run_dir: Path,
+    stages: tuple[str, ...],
+    ctx: DistributedContext,
+) -> TrainingData:
+    """Load and split the manifest (by patient), check it, build the cached datasets.
+
+    Rank 0 builds the preprocessed-sample cache first; the other ranks then read it.
+    """
+    manifest = load_manifest(data)
+    path = Path(data)
+    split = split_by_patient(manifest.records, test_fraction=config.test_fraction, seed=config.seed)
+    if not split["train"]:
+        raise AbdusInputError("no training images (empty manifest or training split)", path)
+    check_landmark_coverage(split["train"], config, stages, path)
+    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+
+    def build() -> tuple[Dataset, Dataset | None]:
+        common = {
+            "config": config.preprocess,
+            "codec": codec,
+            "cache_dir": cache,
+            "build_workers": config.num_workers if ctx.is_main else 0,
+        }
+        train = UltrasoundDataset(
+            manifest, split["train"], augment=config.augment, seed=config.seed, **common
+        )
+        test = UltrasoundDataset(manifest, split["test"], **common) if split["test"] else None
+        return train, test
+
+    if ctx.is_main:
+        train, test = build()
+    barrier(ctx)
+    if not ctx.is_main:
+        train, test = build()
+
+    def annotated(records) -> list[int]:
+        return [i for i, r in enumerate(records) if r.reference.landmarks]
+
+    return TrainingData(path, train, test, annotated(split["train"]), annotated(split["test"]))
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, config: TrainConfig, ctx: DistributedContext, shuffle: bool
+) -> DataLoader:
+    """A loader whose order depends only on (seed, epoch): ``DistributedSampler`` (also in one
+    process) and a generator reseeded each epoch by ``start_epoch``."""
+    sampler = DistributedSampler(
+        dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=shuffle, seed=config.seed
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator(),
+        pin_memory=ctx.device.type == "cuda",
+        # A final batch of one image would break BatchNorm's batch statistics.
+        drop_last=len(sampler) % batch_size == 1 and len(sampler) > 1,
+    )
+
+
+def start_epoch(loader: DataLoader, seed: int, stage: str, epoch: int) -> None:
+    """Set the data order and the worker seeds of ``epoch`` of ``stage`` (resume-exact)."""
+    key = STAGES.index(stage) * 100_000 + epoch
+    loader.sampler.set_epoch(key)
+    loader.generator.manual_seed(seed * 1_000_003 + key)
+    dataset = loader.dataset
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    if hasattr(dataset, "set_epoch"):  # augmentation draws depend on (seed, epoch, index)
+        dataset.set_epoch(key)

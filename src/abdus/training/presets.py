@@ -1,0 +1,139 @@
+"""Training presets: ``tiny`` (tests, seconds), ``demo`` (minutes on 2 CPU cores), ``paper``.
+
+``paper`` is section 2.2 of Xu et al. (MICCAI 2018) as published: ResNet50 encoder, images
+resampled to 0.5 mm and padded to 512x512; stage 1 (landmarks) batch 4, 30 epochs, SGD
+lr 1e-6 (momentum 0.9) for the network and Adam lr 2e-4 for the PatchGAN discriminator (betas
+(0.5, 0.999) as pix2pix, whose discriminator the paper follows); stage 2 (views) batch 8,
+5 epochs, Adam lr 5e-4 with the shared stages frozen. The lr of 1e-6 goes with Eq. 2's
+per-pixel mean L2 (``loss.reduction = "mean"``); with the pixel sum it diverges (measured, see
+``config.py``). The paper does not give the Gaussian width; we use sigma = 3 mm (6 px at 0.5 mm).
+
+``tiny`` and ``demo`` are smaller so they run on a laptop CPU: narrow ResNet18 encoders, coarse
+spacing, and Adam for the landmark stage because lr 1e-6 SGD needs the paper's 30 epochs of
+thousands of images to get anywhere (``demo`` was tuned by measurement; see docs/benchmarks.md).
+
+The variants of the ablation (Table 1) train as in the paper: ``mgcn_r`` with the L2,
+coordinate and adversarial losses; ``mgcn`` / ``mfcn`` / ``sfcn`` with the L2 loss only (their
+``location`` and ``adversarial`` weights are 0); ``stl`` trains only the view stage, all its
+parameters, with the stage-2 optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from abdus.data.preprocess import PreprocessConfig
+from abdus.errors import AbdusInputError
+from abdus.training.config import (
+    MODEL_NAMES,
+    LossConfig,
+    OptimizerConfig,
+    StageConfig,
+    TrainConfig,
+    apply_config_file,
+    scale_epochs,
+)
+
+PRESETS = ("tiny", "demo", "paper")
+
+# pix2pix (Isola et al. 2017) discriminator optimizer, used by the paper for its PatchGAN.
+_PIX2PIX_ADAM = OptimizerConfig("adam", 2e-4, betas=(0.5, 0.999))
+
+
+def _tiny() -> TrainConfig:
+    return TrainConfig(
+        model_options={
+            "depth": "resnet18",
+            "widths": (8, 16, 32, 64),
+            "gcn_k": 7,
+            "classifier_hidden": 32,
+        },
+        discriminator_options={"width": 8},
+        preprocess=PreprocessConfig(spacing_mm=4.0, size=(64, 64)),
+        sigma_mm=8.0,  # 2 px at 4 mm
+        stage1=StageConfig(epochs=2, batch_size=4, optimizer=OptimizerConfig("adam", 2e-3)),
+        stage2=StageConfig(epochs=2, batch_size=8, optimizer=OptimizerConfig("adam", 2e-3)),
+        discriminator=_PIX2PIX_ADAM,
+        evaluate_every=1,
+        log_every=1,
+    )
+
+
+def _demo() -> TrainConfig:
+    return TrainConfig(
+        model_options={
+            "depth": "resnet18",
+            "widths": (16, 32, 64, 128),
+            "gcn_k": 9,
+            "classifier_hidden": 128,
+        },
+        discriminator_options={"width": 16},
+        preprocess=PreprocessConfig(spacing_mm=2.0, size=(128, 128)),
+        sigma_mm=6.0,  # 3 px at 2 mm
+        stage1=StageConfig(epochs=12, batch_size=8, optimizer=OptimizerConfig("adam", 1e-3)),
+        stage2=StageConfig(epochs=6, batch_size=16, optimizer=OptimizerConfig("adam", 1e-3)),
+        discriminator=_PIX2PIX_ADAM,
+        augment=True,
+        log_every=5,
+    )
+
+
+def _paper() -> TrainConfig:
+    return TrainConfig(
+        model_options={"depth": "resnet50"},
+        preprocess=PreprocessConfig(spacing_mm=0.5, size=(512, 512)),
+        sigma_mm=3.0,
+        loss=LossConfig(reduction="mean"),  # Eq. 2; lr 1e-6 diverges with "sum" (config.py)
+        stage1=StageConfig(
+            epochs=30, batch_size=4, optimizer=OptimizerConfig("sgd", 1e-6, momentum=0.9)
+        ),
+        stage2=StageConfig(epochs=5, batch_size=8, optimizer=OptimizerConfig("adam", 5e-4)),
+        discriminator=_PIX2PIX_ADAM,
+        num_workers=4,
+        channels_last=True,
+        deterministic=False,
+        log_every=20,
+    )
+
+
+_BUILDERS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+
+
+def preset_config(preset: str, model: str = "mgcn_r") -> TrainConfig:
+    """The resolved config of ``preset`` for ``model`` (ValueError naming the valid choices)."""
+    if preset not in _BUILDERS:
+        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    if model not in MODEL_NAMES:
+        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
+    config = dataclasses.replace(_BUILDERS[preset](), model=model)
+    if model in ("mgcn", "mfcn", "sfcn"):
+        # Table 1 ablation: only MGCN_R adds the coordinate and adversarial constraints.
+        loss = dataclasses.replace(config.loss, location=0.0, adversarial=0.0)
+        config = dataclasses.replace(config, loss=loss)
+    return config
+
+
+def resolve_config(
+    *,
+    model: str = "mgcn_r",
+    preset: str = "demo",
+    config: str | Path | None = None,
+    device: str | None = None,
+    epochs_scale: float | None = None,
+) -> TrainConfig:
+    """The preset for ``model``, overridden by the YAML file ``config``, then by ``device`` and
+    ``epochs_scale``. Bad choices -> AbdusInputError."""
+    try:
+        resolved = preset_config(preset, model)
+        if config is not None:
+            resolved = apply_config_file(resolved, config)
+        if device is not None:
+            resolved = dataclasses.replace(resolved, device=device)
+        if epochs_scale is not None:
+            resolved = scale_epochs(resolved, epochs_scale)
+    except ValueError as err:
+        if isinstance(err, AbdusInputError):
+            raise
+        raise AbdusInputError(str(err)) from None
+    return resolved

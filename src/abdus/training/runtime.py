@@ -1,0 +1,104 @@
+"""Run-time settings of training: seeding, determinism, mixed precision, memory format.
+
+Mixed precision (``TrainConfig.amp``): "bf16" autocasts the forward passes to bfloat16 where the
+hardware computes it natively (CUDA GPUs with bf16, or CPUs with AVX-512-BF16 / AMX); "fp16"
+uses float16 with a gradient scaler (CUDA only, for GPUs without bf16, e.g. the paper's Titan X);
+"off" is float32; "auto" is bf16 on a CUDA GPU that has it and float32 on the CPU. Measured on a
+2-core AVX-512-BF16 CPU (``scripts/bench_training.py``, median step times): for the ``demo``
+preset's landmark stage bf16 was 3x *slower* than float32 (5.9 vs 17.8 images/s), its view stage
+faster (385 vs 200); for ``paper`` bf16 was faster in both (0.24 vs 0.20 and 1.24 vs 0.66
+images/s), but the paper model is not trained on a CPU in practice, so "auto" keeps float32 there.
+Losses are always computed in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy's global generator and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels where feasible (the CPU), cuDNN autotuning otherwise.
+
+    On the CPU ``torch.use_deterministic_algorithms`` costs little and makes a resumed run
+    reproduce an uninterrupted one bit for bit. On CUDA a few kernels used here (bilinear
+    upsampling backward) have no deterministic version, so it only warns there.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU computes bfloat16 natively (AVX-512-BF16 or AMX-BF16)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = cpuinfo.read_text(errors="ignore")
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    mkldnn = torch.backends.mkldnn.is_available()
+    return bool(mkldnn and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``mode`` on ``device`` (None = float32, no autocast)."""
+    if mode == "off":
+        return None
+    if device.type == "cuda":
+        if mode == "fp16":
+            return torch.float16
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if mode == "bf16" else None
+    if mode == "fp16":
+        warnings.warn("amp 'fp16' needs CUDA; training in float32", stacklevel=2)
+        return None
+    if mode == "bf16":
+        if cpu_has_bf16():
+            return torch.bfloat16
+        warnings.warn("this CPU has no native bf16; training in float32", stacklevel=2)
+    return None  # "auto" on the CPU: float32 measured faster (module docstring)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast context for ``dtype`` on ``device``, or a no-op when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A gradient scaler, enabled only for float16 (bf16 has float32's exponent range)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """``torch.channels_last`` (NHWC, faster convolutions on tensor cores and oneDNN) or not."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy and python from the worker's torch seed.
+
+    The torch seed of a worker is the loader's base seed + worker id, and the base seed comes
+    from the loader's own generator, which the trainer seeds from (seed, stage, epoch): the
+    workers' random streams are the same in a resumed run as in an uninterrupted one.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

@@ -1,0 +1,211 @@
+"""Training and inference speed on random data: what ``scripts/bench_training.py`` and
+``scripts/gpu_check.py`` measure (no dataset needed).
+
+Training steps are the trainer's own (``loops.landmark_step`` / ``loops.view_step``, built by
+``trainer.build_step_tools``), on one fixed random batch: images uniform in [0, 1], and for each
+image the landmarks of one random task as Gaussian targets of the config's codec. Times are
+per-step medians after a warm-up (medians, because a shared CPU has outlier steps), with CUDA
+synchronised around every step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, TASKS
+from abdus.training.config import TrainConfig
+from abdus.training.distributed import DistributedContext
+from abdus.training.loops import LANDMARKS, STEPS, to_device
+from abdus.training.runtime import (
+    configure_determinism,
+    make_grad_scaler,
+    memory_format,
+    resolve_amp,
+)
+from abdus.training.trainer import build_networks, build_step_tools, codec_of
+
+
+def random_batch(config: TrainConfig, batch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A CPU batch shaped like the dataset's (see ``loops``), random but with real targets."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = config.preprocess.size
+    mask = torch.zeros(batch_size, NUM_LANDMARKS)
+    for b in range(batch_size):
+        task = TASKS[int(torch.randint(len(TASKS), (1,), generator=g))]
+        mask[b, [LANDMARK_INDEX[name] for name in task.landmarks]] = 1.0
+    points = torch.rand(batch_size, NUM_LANDMARKS, 2, generator=g) * 0.6 + 0.2
+    points = points * torch.tensor([W - 1, H - 1], dtype=torch.float32)  # (B, 14, 2) model px
+    image = torch.rand(batch_size, 1, H, W, generator=g)
+    return {
+        "image": image,
+        "class_image": image,
+        "heatmaps": codec_of(config).encode_torch(points, mask),
+        "landmark_mask": mask,
+        "landmarks": points * mask[..., None],
+        "view": torch.randint(NUM_VIEWS, (batch_size,), generator=g),
+        "has_view": torch.ones(batch_size, dtype=torch.bool),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_training(
+    config: TrainConfig,
+    stage: str = LANDMARKS,
+    *,
+    device: torch.device,
+    steps: int = 20,
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Images/s of ``stage`` training steps with ``config``'s model, batch, amp, memory format.
+
+    Returns batch size, median / mean seconds per step, images per second (from the median),
+    and the loss of the first and last step (one fixed batch: with a learning rate that
+    suits the loss scale, the last is lower).
+    """
+    torch.manual_seed(config.seed)
+    configure_determinism(config.deterministic, device)  # as the trainer (cuDNN autotune)
+    model, discriminator = build_networks(config)
+    fmt = memory_format(config.channels_last)
+    for net in (model, discriminator):
+        if net is not None:
+            net.to(device, memory_format=fmt).train()
+    amp_dtype = resolve_amp(config.amp, device)
+    ctx = DistributedContext(0, 1, 0, device)
+    tools = build_step_tools(
+        config,
+        stage,
+        model,
+        discriminator,
+        ctx,
+        scaler=make_grad_scaler(device, amp_dtype),
+        amp_dtype=amp_dtype,
+    )
+    batch_size = getattr(config, "stage1" if stage == LANDMARKS else "stage2").batch_size
+    batch = to_device(random_batch(config, batch_size), tools)
+    step = STEPS[stage]
+    times, losses = [], []
+    for i in range(warmup + steps):
+        _sync(device)
+        began = time.perf_counter()
+        parts = step(batch, tools)
+        loss = float(parts["loss"].detach())  # also waits for the step
+        _sync(device)
+        losses.append(loss)
+        if i >= warmup:
+            times.append(time.perf_counter() - began)
+    median = statistics.median(times)
+    return {
+        "stage": stage,
+        "batch_size": batch_size,
+        "input": list(config.preprocess.size),
+        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        "channels_last": config.channels_last,
+        "discriminator": discriminator is not None and stage == LANDMARKS,
+        "steps": steps,
+        "seconds_per_step_median": round(median, 5),
+        "seconds_per_step_mean": round(statistics.fmean(times), 5),
+        "images_per_s": round(batch_size / median, 2),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+    }
+
+
+@torch.inference_mode()
+def measure_inference(
+    model: nn.Module,
+    *,
+    device: torch.device,
+    batch_size: int,
+    size: tuple[int, int],
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    steps: int = 20,
+    warmup: int = 5,
+) -> dict[str, Any]:
+    """Forward latency (median ms per batch) and throughput (images/s) of ``model``."""
+    fmt = memory_format(channels_last)
+    model = model.to(device, memory_format=fmt).eval()
+    x = torch.rand(batch_size, 1, *size, device=device).contiguous(memory_format=fmt)
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        began = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            model(x)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - began)
+    median = statistics.median(times)
+    return {
+        "batch_size": batch_size,
+        "input": list(size),
+        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        "channels_last": channels_last,
+        "steps": steps,
+        "latency_ms_median": round(1000 * median, 3),
+        "images_per_s": round(batch_size / median, 2),
+    }
+
+
+def landmark_loss_curve(
+    config: TrainConfig,
+    data: str,
+    *,
+    device: torch.device,
+    steps: int = 20,
+    cache_dir: str | None = None,
+) -> dict[str, Any]:
+    """Per-step stage-1 losses of ``config`` on the annotated training images of ``data``:
+    does this learning rate learn on real images? (A NaN stops the curve.)"""
+    from abdus.data.dataset import UltrasoundDataset
+    from abdus.data.splits import split_by_patient
+    from abdus.io.manifest import load_manifest
+
+    manifest = load_manifest(data)
+    split = split_by_patient(manifest.records, test_fraction=config.test_fraction, seed=config.seed)
+    records = [r for r in split["train"] if r.reference.landmarks]
+    dataset = UltrasoundDataset(
+        manifest, records, config=config.preprocess, codec=codec_of(config), cache_dir=cache_dir
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=config.stage1.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    torch.manual_seed(config.seed)
+    configure_determinism(config.deterministic, device)
+    model, discriminator = build_networks(config)
+    for net in (model, discriminator):
+        if net is not None:
+            net.to(device, memory_format=memory_format(config.channels_last)).train()
+    amp_dtype = resolve_amp(config.amp, device)
+    tools = build_step_tools(
+        config,
+        LANDMARKS,
+        model,
+        discriminator,
+        DistributedContext(0, 1, 0, device),
+        scaler=make_grad_scaler(device, amp_dtype),
+        amp_dtype=amp_dtype,
+    )
+    curve: list[dict[str, float]] = []
+    while len(curve) < steps:
+        for raw in loader:
+            parts = {
+                k: float(v.detach())
+                for k, v in STEPS[LANDMARKS](to_device(raw, tools), tools).items()
+            }
+            curve.append(parts)
+            if len(curve) == steps or not all(v == v for v in parts.values()):
+                return {"lr": config.stage1.optimizer.lr, "images": len(dataset), "curve": curve}
+    return {"lr": config.stage1.optimizer.lr, "images": len(dataset), "curve": curve}

@@ -1,0 +1,129 @@
+"""Presets, YAML overrides and their errors, the saved config, run-time settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from abdus.errors import AbdusInputError
+from abdus.training.config import (
+    TrainConfig,
+    apply_config_file,
+    apply_overrides,
+    load_config,
+    save_config,
+    scale_epochs,
+)
+from abdus.training.presets import PRESETS, preset_config, resolve_config
+from abdus.training.runtime import cpu_has_bf16, resolve_amp
+
+CPU = torch.device("cpu")
+
+
+def test_paper_preset_is_section_2_2():
+    c = preset_config("paper")
+    assert c.model == "mgcn_r" and c.model_options["depth"] == "resnet50"
+    assert (c.preprocess.spacing_mm, c.preprocess.size) == (0.5, (512, 512))
+    assert (c.stage1.batch_size, c.stage1.epochs) == (4, 30)
+    assert (c.stage1.optimizer.name, c.stage1.optimizer.lr) == ("sgd", 1e-6)
+    assert c.stage1.optimizer.momentum == 0.9
+    assert (c.discriminator.name, c.discriminator.lr, c.discriminator.betas) == (
+        "adam",
+        2e-4,
+        (0.5, 0.999),
+    )
+    assert (c.stage2.batch_size, c.stage2.epochs) == (8, 5)
+    assert (c.stage2.optimizer.name, c.stage2.optimizer.lr) == ("adam", 5e-4)
+    assert c.loss.reduction == "mean"  # Eq. 2: lr 1e-6 trains; with "sum" it diverges
+    assert (c.loss.regression, c.loss.location, c.loss.adversarial) == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_ablation_variants_train_with_l2_only(preset):
+    for model in ("mgcn", "mfcn", "sfcn"):
+        loss = preset_config(preset, model).loss
+        assert (loss.regression, loss.location, loss.adversarial) == (1.0, 0.0, 0.0)
+    assert preset_config(preset, "mgcn_r").loss.adversarial == 1.0
+
+
+def test_unknown_preset_and_model_name_the_valid_ones():
+    with pytest.raises(ValueError, match="tiny, demo, paper"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="mgcn_r, mgcn, mfcn, sfcn, stl"):
+        preset_config("tiny", "unet")
+    with pytest.raises(AbdusInputError, match="valid presets"):
+        resolve_config(preset="huge")
+
+
+def test_yaml_overrides_nested_fields_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "stage1:\n  epochs: 7\n  optimizer: {name: sgd, lr: 1e-4}\n"  # YAML reads 1e-4 as text
+        "preprocess: {size: [96, 128]}\nmodel_options: {widths: [4, 8, 16, 32]}\namp: 'off'\n"
+    )
+    base = preset_config("tiny")
+    c = apply_config_file(base, path)
+    assert c.stage1.epochs == 7 and c.stage1.batch_size == base.stage1.batch_size
+    assert (c.stage1.optimizer.name, c.stage1.optimizer.lr) == ("sgd", 1e-4)
+    assert c.preprocess.size == (96, 128) and c.preprocess.spacing_mm == 4.0
+    assert c.model_options["widths"] == (4, 8, 16, 32)
+    assert c.model_options["depth"] == "resnet18"  # merged, not replaced
+    assert c.amp == "off" and c.stage2 == base.stage2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("stage1: {epoch: 3}", "unknown config key 'stage1.epoch'; valid keys: epochs, batch_size"),
+        ("learning_rate: 0.1", "valid keys: model, model_options"),
+        ("stage1: {epochs: three}", "stage1.epochs must be an integer"),
+        ("amp: fp8", "unknown amp mode 'fp8'; valid: auto, bf16, fp16, off"),
+        ("stage2: {optimizer: {name: lion}}", "valid: sgd, adam, adamw"),
+        ("preprocess: {size: [64]}", "preprocess.size must be a list of 2 values"),
+        ("- just a list", "must be a YAML mapping"),
+        ("stage1: [unclosed", "cannot read YAML"),
+    ],
+)
+def test_bad_yaml_gives_one_line_errors_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(AbdusInputError) as caught:
+        apply_config_file(preset_config("tiny"), path)
+    assert message in str(caught.value) and str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(AbdusInputError, match="config file not found"):
+        resolve_config(preset="tiny", config=tmp_path / "nope.yaml")
+
+
+def test_saved_config_reads_back_equal(tmp_path):
+    for preset in PRESETS:
+        config = apply_overrides(preset_config(preset, "sfcn"), {"cache_dir": "/x", "seed": 9})
+        save_config(config, tmp_path / "config.yaml")
+        assert load_config(tmp_path / "config.yaml") == config
+        assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_epochs_scale_and_device_override():
+    c = resolve_config(preset="paper", device="cpu", epochs_scale=0.1)
+    assert (c.stage1.epochs, c.stage2.epochs, c.device) == (3, 1, "cpu")  # 0.5 rounds up to 1
+    zero = dataclasses.replace(c, stage1=dataclasses.replace(c.stage1, epochs=0))
+    assert scale_epochs(zero, 3.0).stage1.epochs == 0  # a skipped stage stays skipped
+    with pytest.raises(ValueError, match="epochs_scale"):
+        scale_epochs(c, 0.0)
+
+
+def test_amp_resolution_on_the_cpu():
+    assert resolve_amp("off", CPU) is None
+    assert resolve_amp("auto", CPU) is None  # fp32 measured faster on the CPU
+    with pytest.warns(UserWarning, match="fp16 needs CUDA|'fp16' needs CUDA"):
+        assert resolve_amp("fp16", CPU) is None
+    if cpu_has_bf16():
+        assert resolve_amp("bf16", CPU) == torch.bfloat16
+    else:
+        with pytest.warns(UserWarning, match="no native bf16"):
+            assert resolve_amp("bf16", CPU) is None

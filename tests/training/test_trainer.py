@@ -1,0 +1,137 @@
+"""The two-stage trainer on in-memory data: it learns, stage 2 really freezes, variants train
+their own stages, run folders are protected, bad datasets give clear errors."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from training_synthetic import synthetic_data, tiny_config, with_epochs
+
+from abdus.errors import AbdusInputError
+from abdus.io.manifest import ImageRecord, Read
+from abdus.training.checkpoint import load_model_from_run
+from abdus.training.datasets import check_landmark_coverage
+from abdus.training.distributed import init_distributed
+from abdus.training.loops import LANDMARKS, VIEWS
+from abdus.training.runlog import read_metrics
+from abdus.training.trainer import Trainer, train
+
+
+def _trainer(config, run_dir) -> Trainer:
+    return Trainer(config, run_dir, synthetic_data(config), init_distributed("cpu"))
+
+
+def test_tiny_run_lowers_both_losses_and_writes_a_complete_run(tmp_path, one_thread):
+    config = with_epochs(tiny_config(), 3, 3)
+    trainer = _trainer(config, tmp_path)
+    trainer.run()
+    trainer.finish()
+
+    records = read_metrics(tmp_path)
+    assert [(r["stage"], r["epoch"]) for r in records] == [
+        (s, e) for s in (LANDMARKS, VIEWS) for e in (1, 2, 3)
+    ]
+    marks = [r for r in records if r["stage"] == LANDMARKS]
+    views = [r for r in records if r["stage"] == VIEWS]
+    assert marks[-1]["train"]["loss"] < 0.5 * marks[0]["train"]["loss"]
+    assert set(marks[0]["train"]) >= {"regression", "location", "adversarial", "d_real"}
+    assert views[-1]["train"]["view"] < views[0]["train"]["view"]
+    assert views[-1]["test"]["view_accuracy"] > 1 / 11  # above chance on held-out images
+    assert marks[-1]["test"]["landmark_error_mm"] > 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "checkpoint.pt", "metrics.jsonl", "model.pt", "tensorboard"} <= names
+    assert any((tmp_path / "tensorboard").iterdir())
+
+    model, loaded_config, codec = load_model_from_run(tmp_path)
+    assert loaded_config == config and codec == trainer.codec
+    x = synthetic_data(config, 11, 1).train[3]["image"][None]
+    trainer.model.eval()
+    with torch.inference_mode():
+        mine, theirs = trainer.model(x), model(x)
+    assert torch.equal(mine["heatmaps"], theirs["heatmaps"])
+    assert torch.equal(mine["logits"], theirs["logits"])
+
+
+def _snapshot(modules) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def test_view_stage_leaves_shared_and_landmark_parts_bit_identical(tmp_path, one_thread):
+    trainer = _trainer(with_epochs(tiny_config(), 1, 2), tmp_path)
+    trainer.run_stage(LANDMARKS)
+    model = trainer.model
+    frozen = model.shared_modules() + model.landmark_modules()
+    before = _snapshot(frozen)  # parameters and BatchNorm running statistics
+    classifier_before = [p.detach().clone() for p in model.classifier_parameters()]
+
+    trainer.progress.stage, trainer.progress.epoch = VIEWS, 0
+    trainer.run_stage(VIEWS)
+
+    for old, new in zip(before, _snapshot(frozen), strict=True):
+        for key in old:
+            assert torch.equal(old[key], new[key]), key
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(classifier_before, model.classifier_parameters(), strict=True)
+    ]
+    assert all(changed)  # every classifier tensor moved
+    assert all(not p.requires_grad for m in frozen for p in m.parameters())
+
+
+def test_variants_train_only_their_stages(tmp_path, one_thread):
+    mgcn = _trainer(with_epochs(tiny_config("mgcn"), 1, 1), tmp_path / "mgcn")
+    assert mgcn.stages == (LANDMARKS,) and mgcn.discriminator is None
+    mgcn.run()
+    (record,) = read_metrics(tmp_path / "mgcn")
+    assert set(record["train"]) == {"loss", "regression"}  # Table 1: L2 only
+
+    stl = _trainer(with_epochs(tiny_config("stl"), 1, 1), tmp_path / "stl")
+    assert stl.stages == (VIEWS,)
+    before = [p.detach().clone() for p in stl.model.parameters()]
+    stl.run()
+    assert [r["stage"] for r in read_metrics(tmp_path / "stl")] == [VIEWS]
+    # STL trains all its parameters in the view stage (stem included).
+    assert not torch.equal(before[0], next(stl.model.parameters()))
+
+
+def test_existing_run_folder_is_never_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(AbdusInputError, match="--resume"):
+        train(tmp_path / "no-data", run, preset="tiny")
+    assert (run / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    with pytest.raises(AbdusInputError, match="checkpoint"):
+        train(tmp_path / "no-data", run, preset="tiny", resume=True)
+
+
+def test_empty_training_split_is_a_clear_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    manifest = {"format": "abdus-manifest", "version": 1, "name": "empty", "images": []}
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AbdusInputError, match="no training images"):
+        train(data, tmp_path / "run", preset="tiny", device="cpu")
+
+
+def _record(i: int, view: str, landmarks: dict) -> ImageRecord:
+    return ImageRecord(f"im{i}", f"im{i}.png", f"p{i}", Read(view, landmarks))
+
+
+def test_landmark_coverage_rules():
+    kidney = _record(0, "kidney_right_long", {"kl_la_1": (1.0, 2.0), "kl_la_2": (5.0, 6.0)})
+    other = _record(1, "others", {})
+    stages = (LANDMARKS, VIEWS)
+    with pytest.raises(AbdusInputError, match="no training image has landmarks"):
+        check_landmark_coverage([other], tiny_config("mgcn_r"), stages, "m.json")
+    check_landmark_coverage([other], tiny_config("stl"), (VIEWS,), "m.json")  # views only
+    with pytest.raises(AbdusInputError, match="kidney_trans, liver_long"):
+        check_landmark_coverage([kidney, other], tiny_config("sfcn"), (LANDMARKS,), "m.json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_landmark_coverage([kidney], tiny_config("mgcn"), (LANDMARKS,), "m.json")
+    assert any("spleen_trans" in str(w.message) for w in caught)
