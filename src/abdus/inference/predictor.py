@@ -4,6 +4,11 @@ Data flow (architecture.md): UltrasoundImage -> preprocess (model px, with the s
 transform) -> one network pass (the shared trunk runs once on the landmark and the masked
 classification input together) -> view probabilities + heat maps -> codec decode (model px)
 -> keep the landmarks of the predicted view's task -> source px -> measurements in mm.
+
+The network runs in a backend (``abdus.inference.backends``): eager PyTorch (fp32, or bf16 with
+channels-last) or ONNX Runtime (an exported fp32 or INT8 ``.onnx``). ``predict`` decodes only
+the heat maps of each image's view task (``run_network(..., task_only=True)``); evaluation
+decodes all 14.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from torch import nn
 
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess_image
+from abdus.errors import AbdusInputError
+from abdus.inference.backends import NetworkBackend, OnnxBackend, TorchBackend, check_backend
 from abdus.io.types import UltrasoundImage
 from abdus.measurements import measurements_from_array
 from abdus.taxonomy import (
@@ -77,14 +84,16 @@ class NetworkOutput:
 class Predictor:
     """Runs a trained abdus model on images.
 
-    ``model`` is any variant from ``abdus.models.build_model`` (a model without a view
-    classifier needs the view from the caller); ``preprocess`` and ``codec`` must be the ones
-    it was trained with (``abdus.training.checkpoint.load_model_from_run`` returns all three).
+    ``model`` is any variant from ``abdus.models.build_model`` (wrapped in a ``TorchBackend``;
+    ``device`` / ``bf16`` apply to it) or a ready backend (``abdus.inference.backends``). A model
+    without a view classifier needs the view from the caller. ``preprocess`` and ``codec`` must
+    be the ones it was trained with (``abdus.training.checkpoint.load_model_from_run`` returns
+    all three; an abdus ``.onnx`` carries them).
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | NetworkBackend,
         preprocess: PreprocessConfig,
         codec: HeatmapCodec,
         *,
@@ -92,37 +101,98 @@ class Predictor:
         bf16: bool = False,
         model_id: str = "",
     ) -> None:
-        self.model = model.eval().to(device)
+        if isinstance(model, nn.Module):
+            model = TorchBackend(model, device=device, bf16=bf16)
+        self.backend: NetworkBackend = model
+        self.model: nn.Module | None = getattr(model, "model", None)
         self.preprocess, self.codec = preprocess, codec
-        self.device, self.bf16, self.model_id = torch.device(device), bf16, model_id
-        self.classifies = "logits" in getattr(model, "output_names", ("logits",))
-        self.locates = "heatmaps" in getattr(model, "output_names", ("heatmaps",))
+        self.device = torch.device(getattr(model, "device", device))
+        self.bf16 = bool(getattr(model, "bf16", False))
+        self.model_id = model_id
+        self.classifies, self.locates = model.classifies, model.locates
 
     @classmethod
-    def from_run(cls, run_or_model: str | Path, **options: Any) -> Predictor:
-        """A predictor for a run folder or a ``model.pt`` file."""
+    def from_run(
+        cls,
+        run_or_model: str | Path,
+        *,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        threads: int | None = None,
+        model_id: str | None = None,
+    ) -> Predictor:
+        """A predictor for a run folder, a ``model.pt`` file or an abdus ``.onnx`` file.
+
+        ``backend``: "torch" (a run / ``.pt``), "onnx" or "onnx-int8". For a run or ``.pt``
+        the ONNX backends use ``model.onnx`` / ``model.int8.onnx`` beside it (written by
+        ``abdus export``; "onnx" exports one on the fly when it is missing). ``threads``: ONNX
+        Runtime intra-op threads (default: physical cores).
+        """
+        from abdus.inference.export import resolve_onnx
+
+        check_backend(backend)
+        path = Path(run_or_model)
+        if not path.exists():
+            raise AbdusInputError("model not found (give a run folder, .pt or .onnx)", path)
+        if backend == "torch" and path.suffix == ".onnx":
+            raise AbdusInputError("an .onnx model runs with --backend onnx or onnx-int8", path)
+        if backend != "torch":
+            if bf16:
+                raise AbdusInputError("--bf16 applies to the torch backend only", path)
+            onnx = OnnxBackend(resolve_onnx(path, backend), threads=threads, device=device)
+            name = model_id or onnx.info.model_id or f"{onnx.info.model['variant']}:{path.name}"
+            return cls(onnx, onnx.info.preprocess, onnx.info.codec, model_id=name)
         from abdus.training.checkpoint import load_model_file, load_model_from_run
 
-        path = Path(run_or_model)
         loaded = load_model_from_run(path) if path.is_dir() else load_model_file(path)
         model, config, codec = loaded
-        options.setdefault("model_id", f"{config.model}:{path.resolve().name}")
-        return cls(model, config.preprocess, codec, **options)
+        name = model_id or f"{config.model}:{path.resolve().name}"
+        return cls(model, config.preprocess, codec, device=device, bf16=bf16, model_id=name)
 
-    @torch.inference_mode()
-    def run_network(self, images: torch.Tensor, class_images: torch.Tensor) -> list[NetworkOutput]:
-        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs."""
-        images, class_images = images.to(self.device), class_images.to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits, heatmaps = self._forward(images, class_images)
-        b = images.shape[0]
+    def run_network(
+        self,
+        images: torch.Tensor,
+        class_images: torch.Tensor,
+        *,
+        views: Sequence[str | None] | None = None,
+        task_only: bool = False,
+    ) -> list[NetworkOutput]:
+        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs.
+
+        ``task_only``: decode only the heat maps of each image's view task (``views[i]`` when
+        given, else the predicted view): 2-4 of 14 channels, so decoding costs a fraction (the
+        other landmarks are NaN with confidence 0). Default: all 14 channels.
+        """
+        logits, heatmaps = self.backend.run(images, class_images)
+        return self.decode_outputs(logits, heatmaps, views=views, task_only=task_only)
+
+    def decode_outputs(
+        self,
+        logits: torch.Tensor | None,
+        heatmaps: torch.Tensor | None,
+        *,
+        views: Sequence[str | None] | None = None,
+        task_only: bool = False,
+    ) -> list[NetworkOutput]:
+        """Softmax the logits (B, 11) and decode the heat maps (B, 14, H, W) with the codec."""
+        b = (logits if logits is not None else heatmaps).shape[0]
         probs = None if logits is None else torch.softmax(logits.float(), dim=1).cpu().numpy()
-        if heatmaps is None:
-            points = np.full((b, NUM_LANDMARKS, 2), np.nan)
-            conf = np.zeros((b, NUM_LANDMARKS))
-        else:
+        points = np.full((b, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
+        conf = np.zeros((b, NUM_LANDMARKS), dtype=np.float32)
+        if heatmaps is not None and not task_only:
             points_t, conf_t = self.codec.decode(heatmaps.float())
             points, conf = points_t.cpu().numpy(), conf_t.cpu().numpy()
+        elif heatmaps is not None:
+            for i in range(b):
+                view = views[i] if views is not None else None
+                if view is None and probs is not None:
+                    view = VIEW_NAMES[int(probs[i].argmax())]
+                channels = landmark_channels_of_view(view) if view else range(NUM_LANDMARKS)
+                if channels:  # a task's channels are consecutive (taxonomy order)
+                    lo, hi = min(channels), max(channels) + 1
+                    p, c = self.codec.decode(heatmaps[i, lo:hi].float())
+                    points[i, lo:hi], conf[i, lo:hi] = p.cpu().numpy(), c.cpu().numpy()
         return [
             NetworkOutput(None if probs is None else probs[i], points[i], conf[i]) for i in range(b)
         ]
@@ -130,17 +200,10 @@ class Predictor:
     def _forward(
         self, images: torch.Tensor, class_images: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        model = self.model
-        if self.classifies and self.locates and hasattr(model, "forward_shared"):
-            # One trunk pass over both inputs, then each task's own stages (paper: "one shot").
-            b = images.shape[0]
-            shared = model.forward_shared(torch.cat([images, class_images]))
-            heatmaps = model.forward_landmarks(images, [f[:b] for f in shared])
-            logits = model.forward_view(class_images, [f[b:] for f in shared])
-            return logits, heatmaps
-        logits = model(class_images)["logits"] if self.classifies else None
-        heatmaps = model(images)["heatmaps"] if self.locates else None
-        return logits, heatmaps
+        """The backend's raw outputs (logits, heatmaps) for a batch."""
+        if isinstance(self.backend, TorchBackend):
+            return self.backend.forward(images, class_images)
+        return self.backend.run(images, class_images)
 
     def predict_image(
         self,
@@ -151,7 +214,7 @@ class Predictor:
     ) -> Prediction:
         """Predict one image. ``view`` (a view name) overrides the classifier."""
         pre = preprocess_image(image, self.preprocess, overlay_boxes=overlay_boxes)
-        out = self.run_network(*_as_batch([pre]))[0]
+        out = self.run_network(*as_batch([pre]), views=[view], task_only=True)[0]
         return self.interpret(out, pre, image, view=view)
 
     def interpret(
@@ -188,6 +251,8 @@ class Predictor:
             }
             if conf < LOW_LANDMARK_CONFIDENCE:
                 warnings.append(f"low confidence landmark: {LANDMARKS[c]} ({conf:.2f})")
+            if not _inside(source_points[c], image.shape):
+                warnings.append(f"landmark outside the image: {LANDMARKS[c]}")
         codes = [m.code for m in measurements_of_view(view_name)]
         measurements = measurements_from_array(source_points, image.spacing_mm, codes)
         notes = {}
@@ -209,7 +274,14 @@ class Predictor:
         )
 
 
-def _as_batch(pres: Sequence[PreprocessedImage]) -> tuple[torch.Tensor, torch.Tensor]:
+def _inside(point_xy: np.ndarray, shape: tuple[int, int]) -> bool:
+    """Whether an (x, y) source-px point lies on the frame (pixel edges at half-integers)."""
+    H, W = shape
+    x, y = float(point_xy[0]), float(point_xy[1])
+    return -0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5
+
+
+def as_batch(pres: Sequence[PreprocessedImage]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 1, H, W) landmark and classification inputs from preprocessed images."""
     images = torch.from_numpy(np.stack([p.pixels for p in pres]))[:, None]
     class_images = torch.from_numpy(np.stack([p.classification_pixels for p in pres]))[:, None]

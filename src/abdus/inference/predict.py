@@ -1,0 +1,305 @@
+"""``abdus predict``: run a model on scanner files and write JSON, CSV, overlays and DICOM SR.
+
+Inputs are DICOM (single / multi-frame, any encoding the reader decodes), PNG and JPEG files and
+folders of them (recursive, in sorted path order). Every frame of a file, and with multi-region
+DICOM every 2-D tissue region of a frame, is one image. Per image: ``<name>.json`` (see
+``outputs.prediction_record``), with ``--overlay`` ``<name>.png``, with ``--sr`` and a DICOM
+input ``<name>.sr.dcm`` (TID 1500, ``abdus.io.sr``). ``predictions.csv`` lists the batch.
+
+A file or image that fails does not stop the batch: its JSON and CSV row carry a one-line error,
+stderr gets ``error: <path>: <problem>``, and the exit code is 1 at the end. Images are
+preprocessed one by one and run through the network ``batch_size`` at a time; only the heat
+maps of each image's view task are decoded (the others are not reported).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from abdus.data.preprocess import PreprocessedImage, preprocess_image
+from abdus.errors import AbdusInputError
+from abdus.inference.backends import BACKENDS, bf16_supported
+from abdus.inference.outputs import (
+    CSV_NAME,
+    UniqueNames,
+    csv_row,
+    error_record,
+    image_name,
+    measured_calipers,
+    prediction_record,
+    source_json,
+    write_csv,
+    write_overlay,
+    write_record,
+)
+from abdus.inference.predictor import Predictor, as_batch
+from abdus.io.reader import read_any, sniff_format
+from abdus.io.sr import CaliperMeasurement, write_sr
+from abdus.io.types import UltrasoundImage
+from abdus.taxonomy import view_by_name
+
+# Suffixes that mark a file in a folder as meant to be an image even when it cannot be read.
+IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg")
+SR_SUFFIX = ".sr.dcm"
+NON_IMAGE_MODALITIES = ("SR", "KO", "PR", "DOC", "REG")
+
+
+def _is_image_file(path: Path) -> bool:
+    """Whether a file found in a folder is an image to predict on (see ``collect_inputs``)."""
+    try:
+        kind = sniff_format(path)
+    except AbdusInputError:
+        return path.suffix.lower() in IMAGE_SUFFIXES  # broken image: keep it, to report it
+    if kind != "dicom":
+        return True
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # a damaged DICOM: keep it, to report it
+        return True
+    # Documents that are not images (SR, ours included; DICOMDIR; key objects) are skipped.
+    document = "ContentSequence" in header or "DirectoryRecordSequence" in header
+    return not (document or str(header.get("Modality", "")) in NON_IMAGE_MODALITIES)
+
+
+def collect_inputs(inputs: Sequence[str | Path], *, exclude: Path | None = None) -> list[Path]:
+    """The files to predict on, in order: given files as given, folders walked recursively in
+    sorted order (hidden entries and anything under ``exclude`` left out; a folder's non-image
+    files such as manifests and SR documents are skipped, not reported)."""
+    skip = exclude.resolve() if exclude is not None else None
+    files: list[Path] = []
+    for given in inputs:
+        path = Path(given)
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for found in sorted(path.rglob("*")):
+            parts = found.relative_to(path).parts
+            if any(p.startswith(".") for p in parts) or not found.is_file():
+                continue
+            if skip is not None and found.resolve().is_relative_to(skip):
+                continue
+            if _is_image_file(found):
+                files.append(found)
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise AbdusInputError("no DICOM, PNG or JPEG files in the inputs")
+    return unique
+
+
+def one_line(err: BaseException) -> tuple[str, str | None]:
+    """(problem, path) of an error, the problem on one line without the path prefix."""
+    if isinstance(err, AbdusInputError):
+        text, path = str(err), err.path
+        if path and text.startswith(f"{path}: "):
+            text = text[len(path) + 2 :]
+    else:
+        text, path = f"{type(err).__name__}: {err}", None
+    return " ".join(text.split())[:500], path
+
+
+@dataclass
+class _Item:
+    """One image waiting for the network."""
+
+    name: str
+    path: Path
+    image: UltrasoundImage
+    region: int | None
+    pre: PreprocessedImage
+    is_dicom: bool
+
+
+class PredictSession:
+    """Accumulates images into batches and writes every output (see module doc)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        out: Path,
+        *,
+        overlay: bool = False,
+        sr: bool = False,
+        view: str | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        self.predictor, self.out = predictor, out
+        self.overlay, self.sr, self.view, self.batch_size = overlay, sr, view, batch_size
+        self.names = UniqueNames()
+        self.order: dict[str, int] = {}  # name -> position in input order (for the CSV)
+        self.rows: list[dict[str, Any]] = []
+        self.pending: list[_Item] = []
+        self.images = self.failed = 0
+
+    def _name(self, wanted: str) -> str:
+        name = self.names.take(wanted)
+        self.order[name] = len(self.order)
+        return name
+
+    def sorted_rows(self) -> list[dict[str, Any]]:
+        """CSV rows in input order (failures are reported before their batch runs)."""
+        return sorted(self.rows, key=lambda row: self.order[row["name"]])
+
+    def _meta(self) -> dict[str, str]:
+        return {"model_id": self.predictor.model_id, "backend": self.predictor.backend.name}
+
+    def fail(self, name: str, source: dict[str, Any], err: BaseException) -> None:
+        """Report an image or file that failed: stderr line, error JSON, CSV row."""
+        problem, path = one_line(err)
+        print(f"error: {path or source['file']}: {problem}", file=sys.stderr)
+        record = error_record(source, problem, **self._meta())
+        self.failed += 1
+        self.rows.append(csv_row(name, record))
+        try:
+            write_record(self.out / f"{name}.json", record)
+        except OSError as write_err:  # the output folder itself is broken: say so, go on
+            print(f"error: {self.out / name}.json: {write_err}", file=sys.stderr)
+
+    def add_file(self, path: Path, spacing_mm: float | None) -> None:
+        """Read a file and queue its images (running full batches)."""
+        try:
+            is_dicom = sniff_format(path) == "dicom"
+            images = read_any(
+                path, spacing_mm=spacing_mm, spacing_source="user", split_regions=True
+            )
+        except Exception as err:  # any failure of one file is reported, not raised
+            name = self._name(path.stem or path.name)
+            self.fail(name, source_json(path, None, None), err)
+            return
+        frames = len({im.frame for im in images})
+        for image in images:
+            same_frame = [im for im in images if im.frame == image.frame]
+            region = next(i for i, im in enumerate(same_frame) if im is image)
+            region = region if image.region is not None else None
+            name = self._name(image_name(path.stem, image.frame, region, frames, len(same_frame)))
+            try:
+                pre = preprocess_image(image, self.predictor.preprocess)
+            except Exception as err:
+                self.fail(name, source_json(path, image, region), err)
+                continue
+            self.pending.append(_Item(name, path, image, region, pre, is_dicom))
+            if len(self.pending) >= self.batch_size:
+                self.flush()
+
+    def flush(self) -> None:
+        """Run the network on the queued images and write their outputs."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        views = [self.view] * len(batch) if self.view else None
+        try:
+            outputs = self.predictor.run_network(
+                *as_batch([item.pre for item in batch]), views=views, task_only=True
+            )
+        except Exception as err:
+            for item in batch:
+                self.fail(item.name, source_json(item.path, item.image, item.region), err)
+            return
+        for item, output in zip(batch, outputs, strict=True):
+            try:
+                self._write(item, output)
+            except Exception as err:
+                self.fail(item.name, source_json(item.path, item.image, item.region), err)
+
+    def _write(self, item: _Item, output: Any) -> None:
+        """Interpret one network output and write its JSON (and overlay, SR, CSV row).
+
+        A failed SR is an error of that image (stderr, ``error`` field, exit code 1) but its
+        prediction is still written.
+        """
+        prediction = self.predictor.interpret(output, item.pre, item.image, view=self.view)
+        if self.sr and not item.is_dicom:
+            prediction.warnings.append("no SR written: the input is not a DICOM file")
+        source = source_json(item.path, item.image, item.region)
+        record = prediction_record(prediction, source, **self._meta())
+        if self.sr and item.is_dicom:
+            try:
+                self._write_sr(item, prediction)
+            except Exception as err:  # the prediction stands; only its SR is missing
+                problem, _ = one_line(err)
+                record["error"] = f"SR not written: {problem}"
+                print(f"error: {item.path}: {record['error']}", file=sys.stderr)
+                self.failed += 1
+        if self.overlay:
+            write_overlay(self.out / f"{item.name}.png", item.image, prediction)
+        write_record(self.out / f"{item.name}.json", record)
+        self.rows.append(csv_row(item.name, record))
+        self.images += 1
+
+    def _write_sr(self, item: _Item, prediction: Any) -> None:
+        calipers = [CaliperMeasurement(*c) for c in measured_calipers(prediction)]
+        write_sr(
+            self.out / f"{item.name}{SR_SUFFIX}",
+            item.path,
+            calipers,
+            view=prediction.view,
+            frame=item.image.frame,
+            model_id=self.predictor.model_id,
+        )
+
+
+def _check_options(backend: str, view: str | None, batch_size: int, bf16: bool) -> None:
+    if backend not in BACKENDS:
+        raise AbdusInputError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if view is not None:
+        try:
+            view_by_name(view)
+        except ValueError as err:
+            raise AbdusInputError(str(err)) from None
+    if batch_size < 1:
+        raise AbdusInputError(f"--batch-size must be at least 1, got {batch_size}")
+    if bf16 and backend != "torch":
+        raise AbdusInputError("--bf16 applies to the torch backend only")
+
+
+def run_predict(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    spacing_mm: float | None = None,
+    overlay: bool = False,
+    sr: bool = False,
+    backend: str = "torch",
+    bf16: bool = False,
+    view: str | None = None,
+    batch_size: int = 8,
+) -> int:
+    """Predict on every image of ``inputs`` into the folder ``out``; returns the exit code.
+
+    ``model``: run folder, ``model.pt`` or abdus ``.onnx``. ``spacing_mm``: mm per pixel for
+    files without calibration (else their measurements are null, with the reason). ``view``: a
+    view name that replaces the classifier (needed for models without one). Returns 0 when
+    every image was predicted, 1 when any file or image failed (each one reported on stderr).
+    Bad options, a bad model or no input files raise AbdusInputError.
+    """
+    _check_options(backend, view, batch_size, bf16)
+    if spacing_mm is not None and not spacing_mm > 0:
+        raise AbdusInputError(f"--spacing-mm must be positive, got {spacing_mm}")
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AbdusInputError("the output exists and is not a folder", out_dir)
+    files = collect_inputs(inputs, exclude=out_dir)
+    predictor = Predictor.from_run(model, backend=backend, bf16=bf16)
+    if bf16 and not bf16_supported(predictor.device):
+        print("warning: no native bfloat16 on this CPU: --bf16 will be slower", file=sys.stderr)
+    if not predictor.classifies and view is None:
+        raise AbdusInputError("this model has no view classifier: give the view (--view)", model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    session = PredictSession(
+        predictor, out_dir, overlay=overlay, sr=sr, view=view, batch_size=batch_size
+    )
+    for path in files:
+        session.add_file(path, spacing_mm)
+    session.flush()
+    write_csv(out_dir / CSV_NAME, session.sorted_rows())
+    print(
+        f"{session.images} image(s) from {len(files)} file(s) predicted into {out_dir}"
+        + (f"; {session.failed} failed" if session.failed else "")
+    )
+    return 1 if session.failed else 0

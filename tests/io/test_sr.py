@@ -1,0 +1,108 @@
+"""DICOM SR out: TID 1500 measurement reports that validate with dciodvfy and read back."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from abdus.errors import AbdusInputError
+from abdus.io.sr import (
+    CaliperMeasurement,
+    build_sr,
+    read_source_header,
+    read_sr,
+    read_sr_view,
+    write_sr,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dicom_factory as factory
+
+DCIODVFY = shutil.which("dciodvfy")
+KT = [
+    CaliperMeasurement("KT_LA", 61.234567, (10.0, 20.0), (50.25, 60.5)),
+    CaliperMeasurement("KT_SA", 40.5, (30.0, 5.0), (31.75, 70.125)),
+]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sr_sources")
+    rows, cols = factory.DUAL_VIEW_SHAPE
+    regions = factory.dual_view_regions()
+    return {
+        "single": factory.make_us_dicom(
+            folder / "single.dcm", rows=rows, cols=cols, regions=regions
+        ),
+        "clip": factory.make_us_dicom(folder / "clip.dcm", frames=3, regions=regions[:1]),
+    }
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
+    return [ln for ln in (result.stdout + result.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_measurements_round_trip_in_mm_and_source_px(sources, tmp_path):
+    path = write_sr(tmp_path / "kt.sr.dcm", sources["single"], KT, view="kidney_left_trans")
+    found = read_sr(path)
+    assert set(found) == {"KT_LA", "KT_SA"}
+    for caliper in KT:
+        value, points = found[caliper.code]
+        assert value == pytest.approx(caliper.value_mm, rel=1e-12)
+        flat = [v for point in points for v in point]
+        assert flat == pytest.approx([*caliper.a, *caliper.b], abs=1e-4)  # GraphicData is FL
+    assert read_sr_view(path) == "kidney_left_trans"
+
+
+def test_sr_references_the_source_image_frame_and_uses_mm(sources, tmp_path):
+    path = write_sr(
+        tmp_path / "clip.sr.dcm", sources["clip"], KT[:1], view="kidney_right_trans", frame=2
+    )
+    ds = pydicom.dcmread(path)
+    source = pydicom.dcmread(sources["clip"], stop_before_pixels=True)
+    assert ds.Modality == "SR" and ds.StudyInstanceUID == source.StudyInstanceUID
+    assert ds.PatientID == source.PatientID
+    text = str(ds)
+    assert source.SOPInstanceUID in text
+    assert "Referenced Frame Number             IS: '3'" in text  # frame 2 (0-based)
+    assert "UCUM" in text and "POLYLINE" in text and "Long axis" in text
+    assert "Right" in text and "Kidney" in text
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (dicom3tools) not installed")
+def test_sr_documents_pass_dciodvfy(sources, tmp_path):
+    written = [
+        write_sr(tmp_path / "a.sr.dcm", sources["single"], KT, view="kidney_left_trans"),
+        write_sr(
+            tmp_path / "b.sr.dcm", sources["clip"], KT[:1], view="kidney_right_trans", frame=1
+        ),
+        write_sr(tmp_path / "c.sr.dcm", sources["single"], [], view="others"),
+    ]
+    for path in written:
+        assert _dciodvfy_errors(path) == [], path.name
+
+
+def test_an_image_without_measurements_still_records_its_view(sources, tmp_path):
+    path = write_sr(tmp_path / "view.sr.dcm", sources["single"], [], view="liver_left_trans")
+    assert read_sr(path) == {}
+    assert read_sr_view(path) == "liver_left_trans"
+
+
+def test_bad_inputs_are_clear_errors(sources, tmp_path):
+    header = read_source_header(sources["single"])
+    with pytest.raises(ValueError, match="finite"):
+        build_sr(header, [CaliperMeasurement("KL_LA", float("nan"), (0, 0), (1, 1))], view="others")
+    with pytest.raises(ValueError, match="unknown view"):
+        build_sr(header, [], view="heart")
+    not_sr = tmp_path / "x.txt"
+    not_sr.write_text("hello")
+    with pytest.raises(AbdusInputError):
+        read_sr(not_sr)
+    with pytest.raises(AbdusInputError):
+        read_source_header(not_sr)
