@@ -73,6 +73,54 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from abdus.inference.predict import run_predict
+
+    return run_predict(
+        args.model,
+        args.inputs,
+        args.out,
+        spacing_mm=args.spacing_mm,
+        overlay=args.overlay,
+        sr=args.sr,
+        backend=args.backend,
+        bf16=args.bf16,
+        view=args.view,
+        batch_size=args.batch_size,
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from abdus.inference.export import export_onnx
+
+    report = export_onnx(
+        args.run,
+        args.out,
+        int8=args.int8,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+    )
+    for key, value in report.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from abdus.inference.benchmark import run_benchmark
+
+    run_benchmark(
+        args.target,
+        as_json=args.json,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        backends=args.backends,
+        size=args.size,
+        depth=args.depth,
+        data=args.data,
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from abdus.demo import run_demo
 
@@ -144,6 +192,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("predict", help="view, calipers and measurements (mm) for files")
+    p.add_argument("model", help="run folder, model.pt or model.onnx")
+    p.add_argument("inputs", nargs="+", help="DICOM, PNG or JPEG files, or folders of them")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--spacing-mm", type=float, default=None, help="mm/px for files with none")
+    p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
+    p.add_argument("--sr", action="store_true", help="also write DICOM SR (TID 1500) files")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"))
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (torch backend)")
+    p.add_argument("--view", default=None, help="use this view instead of the classifier")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="ONNX model (optionally static INT8) for deployment")
+    p.add_argument("run", help="run folder or model.pt")
+    p.add_argument("--out", required=True, help="output .onnx path")
+    p.add_argument("--int8", action="store_true", help="static INT8 quantisation (QDQ)")
+    p.add_argument("--calibration", default=None, help="dataset used to calibrate INT8")
+    p.add_argument("--calibration-images", type=int, default=32)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("benchmark", help="end-to-end latency of each backend, side by side")
+    p.add_argument("target", help="run folder, model file, or a preset name (tiny|demo|paper)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--backends", nargs="+", default=None, help="subset of backends")
+    p.add_argument("--size", type=int, default=None, help="input side (model px)")
+    p.add_argument("--depth", default=None, choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument("--data", default=None, help="dataset to measure accuracy change on")
+    p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
