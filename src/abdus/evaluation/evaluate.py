@@ -214,11 +214,14 @@ def evaluate_run(
     ``out`` (default ``<run>/evaluation``) and returns the metrics.
     """
     from abdus.data.splits import split_records
+    from abdus.inference.pbt_predictor import is_pbt_model
     from abdus.io.atomic import atomic_write_json
     from abdus.io.manifest import load_manifest
     from abdus.training.checkpoint import load_model_from_run
 
     run_dir = Path(run)
+    if is_pbt_model(run_dir):
+        return evaluate_pbt(run_dir, data, split=split, out=out)
     model, config, codec = load_model_from_run(run_dir)
     predictor = Predictor(
         model, config.preprocess, codec, device=device or pick_device(), model_id=run_dir.name

@@ -257,6 +257,17 @@ def _check_options(backend: str, view: str | None, batch_size: int, bf16: bool) 
         raise AbdusInputError("--bf16 applies to the torch backend only")
 
 
+def _load_predictor(model: str | Path, backend: str, bf16: bool) -> Predictor:
+    """A network predictor, or the PBT baseline's for a ``model.pbt`` / PBT run folder."""
+    from abdus.inference.pbt_predictor import PBTPredictor, is_pbt_model
+
+    if is_pbt_model(model):
+        if backend != "torch" or bf16:
+            raise AbdusInputError("the PBT baseline runs without --backend / --bf16", model)
+        return PBTPredictor(model)
+    return Predictor.from_run(model, backend=backend, bf16=bf16)
+
+
 def run_predict(
     model: str | Path,
     inputs: Sequence[str | Path],
@@ -285,7 +296,7 @@ def run_predict(
     if out_dir.exists() and not out_dir.is_dir():
         raise AbdusInputError("the output exists and is not a folder", out_dir)
     files = collect_inputs(inputs, exclude=out_dir)
-    predictor = Predictor.from_run(model, backend=backend, bf16=bf16)
+    predictor = _load_predictor(model, backend, bf16)
     if bf16 and not bf16_supported(predictor.device):
         print("warning: no native bfloat16 on this CPU: --bf16 will be slower", file=sys.stderr)
     if not predictor.classifies and view is None:
