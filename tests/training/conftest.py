@@ -39,3 +39,12 @@ def cohort(tmp_path_factory) -> Path:
 def cohort_cache(tmp_path_factory) -> Path:
     """One preprocessed-sample cache for every tiny run on ``cohort`` (config ``cache_dir``)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_determinism():
+    """Trainers switch on deterministic algorithms process-wide; give other tests theirs back."""
+    from abdus.training.runtime import deterministic_mode_restored
+
+    with deterministic_mode_restored():
+        yield

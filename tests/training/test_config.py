@@ -119,7 +119,7 @@ def test_epochs_scale_and_device_override():
 
 def test_amp_resolution_on_the_cpu():
     assert resolve_amp("off", CPU) is None
-    assert resolve_amp("auto", CPU) is None  # fp32 measured faster on the CPU
+    assert resolve_amp("auto", CPU) is None  # float32 on the CPU (runtime docstring)
     with pytest.warns(UserWarning, match="fp16 needs CUDA|'fp16' needs CUDA"):
         assert resolve_amp("fp16", CPU) is None
     if cpu_has_bf16():

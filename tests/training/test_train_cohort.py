@@ -18,7 +18,9 @@ def test_tiny_preset_learns_on_a_generated_cohort(tmp_path, cohort, cohort_cache
     config.write_text(
         f"stage1: {{epochs: 2}}\nstage2:\n  epochs: 5\ncache_dir: {cohort_cache}\nseed: 3\n"
     )
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     run = train(cohort, tmp_path / "run", model="mgcn_r", preset="tiny", config=config)
+    assert torch.are_deterministic_algorithms_enabled() == deterministic_before  # restored
 
     records = read_metrics(run)
     marks = [r["train"] for r in records if r["stage"] == LANDMARKS]

@@ -36,11 +36,12 @@ def test_tiny_run_lowers_both_losses_and_writes_a_complete_run(tmp_path, one_thr
     ]
     marks = [r for r in records if r["stage"] == LANDMARKS]
     views = [r for r in records if r["stage"] == VIEWS]
-    assert marks[-1]["train"]["loss"] < 0.5 * marks[0]["train"]["loss"]
+    assert marks[-1]["train"]["loss"] < 0.8 * marks[0]["train"]["loss"]
+    assert marks[-1]["train"]["location"] < marks[0]["train"]["location"]  # px
+    assert marks[-1]["test"]["landmark_error_mm"] < marks[0]["test"]["landmark_error_mm"]
     assert set(marks[0]["train"]) >= {"regression", "location", "adversarial", "d_real"}
     assert views[-1]["train"]["view"] < views[0]["train"]["view"]
     assert views[-1]["test"]["view_accuracy"] > 1 / 11  # above chance on held-out images
-    assert marks[-1]["test"]["landmark_error_mm"] > 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.yaml", "checkpoint.pt", "metrics.jsonl", "model.pt", "tensorboard"} <= names
     assert any((tmp_path / "tensorboard").iterdir())
@@ -107,6 +108,10 @@ def test_existing_run_folder_is_never_overwritten(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
     with pytest.raises(AbdusInputError, match="checkpoint"):
         train(tmp_path / "no-data", run, preset="tiny", resume=True)
+    (run / "notes.txt").unlink()
+    (run / "cache").mkdir()  # what a start that failed on its data leaves: may be reused
+    with pytest.raises(AbdusInputError, match="manifest"):
+        train(tmp_path / "no-data", run, preset="tiny", device="cpu")
 
 
 def test_empty_training_split_is_a_clear_error(tmp_path):
@@ -135,3 +140,15 @@ def test_landmark_coverage_rules():
         warnings.simplefilter("always")
         check_landmark_coverage([kidney], tiny_config("mgcn"), (LANDMARKS,), "m.json")
     assert any("spleen_trans" in str(w.message) for w in caught)
+
+
+def test_run_log_writes_nan_as_null_and_rewrites_history(tmp_path):
+    from abdus.training.runlog import RunLog
+
+    old = {"stage": LANDMARKS, "epoch": 1, "global_step": 3, "train": {"loss": 2.0}, "test": None}
+    log = RunLog(tmp_path, enabled=True, history=[old, {**old, "epoch": 2, "bad": float("nan")}])
+    log.epoch({**old, "epoch": 3, "test": {"landmark_error_mm": float("nan")}})
+    log.close()
+    records = read_metrics(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert records[1]["bad"] is None and records[2]["test"]["landmark_error_mm"] is None

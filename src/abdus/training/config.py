@@ -84,7 +84,7 @@ class LossConfig:
     location: float = 1.0
     adversarial: float = 1.0
     view: float = 1.0
-    reduction: str = "sum"
+    reduction: str = "mean"  # Eq. 2; see the module docstring
 
     def __post_init__(self) -> None:
         _check_choice("loss reduction", self.reduction, REDUCTIONS)

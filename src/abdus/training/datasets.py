@@ -27,6 +27,8 @@ from abdus.training.distributed import DistributedContext, barrier
 from abdus.training.loops import LANDMARKS, STAGES
 from abdus.training.runtime import seed_worker
 
+CACHE_NAME = "cache"  # the run folder's preprocessed-sample cache (when cache_dir is None)
+
 
 @dataclass
 class TrainingData:
@@ -104,7 +106,7 @@ def load_training_data(
     if not split["train"]:
         raise AbdusInputError("no training images (empty manifest or training split)", path)
     check_landmark_coverage(split["train"], config, stages, path)
-    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    cache = Path(config.cache_dir) if config.cache_dir else run_dir / CACHE_NAME
 
     def build() -> tuple[Dataset, Dataset | None]:
         common = {

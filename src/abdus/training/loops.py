@@ -118,7 +118,7 @@ class StepTools:
     amp_dtype: torch.dtype | None = None
     memory_format: torch.memory_format = torch.contiguous_format
     weights: LossWeights | None = None
-    reduction: str = "sum"
+    reduction: str = "mean"
     threshold: float = 0.75
     discriminator: nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None

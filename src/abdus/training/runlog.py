@@ -22,10 +22,10 @@ METRICS_NAME = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN / inf -> None (JSON has no NaN), recursively."""
+def json_safe(value: Any) -> Any:
+    """NaN / inf -> None (JSON has no NaN), recursively through dicts."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -52,7 +52,7 @@ class RunLog:
     ) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
-        self.history: list[dict[str, Any]] = list(history or [])
+        self.history: list[dict[str, Any]] = [json_safe(r) for r in history or []]
         self._writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
@@ -70,7 +70,7 @@ class RunLog:
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Append one epoch record; rewrite ``metrics.jsonl``; log its numbers to TensorBoard."""
-        record = _finite(record)
+        record = json_safe(record)
         self.history.append(record)
         if not self.enabled:
             return

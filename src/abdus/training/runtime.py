@@ -4,10 +4,13 @@ Mixed precision (``TrainConfig.amp``): "bf16" autocasts the forward passes to bf
 hardware computes it natively (CUDA GPUs with bf16, or CPUs with AVX-512-BF16 / AMX); "fp16"
 uses float16 with a gradient scaler (CUDA only, for GPUs without bf16, e.g. the paper's Titan X);
 "off" is float32; "auto" is bf16 on a CUDA GPU that has it and float32 on the CPU. Measured on a
-2-core AVX-512-BF16 CPU (``scripts/bench_training.py``, median step times): for the ``demo``
-preset's landmark stage bf16 was 3x *slower* than float32 (5.9 vs 17.8 images/s), its view stage
-faster (385 vs 200); for ``paper`` bf16 was faster in both (0.24 vs 0.20 and 1.24 vs 0.66
-images/s), but the paper model is not trained on a CPU in practice, so "auto" keeps float32 there.
+2-core AVX-512-BF16 CPU with nothing else running (``scripts/bench_training.py``, medians): for
+``demo``, the preset meant for CPUs, bf16 was no faster in the landmark stage (33.6 vs 35.1
+images/s) and 1.14x in the view stage (594 vs 523); for ``paper`` it was 2.1x faster (0.68 vs
+0.32 and 3.65 vs 1.81 images/s), so ``amp: bf16`` is worth setting for large models on such a
+CPU. With another job competing for the cores, the demo landmark stage ran 3x slower in bf16
+(5.9 vs 17.8 images/s). On an H100 the paper landmark stage ran at 89 images/s in bf16 and in
+float32 alike, while inference at batch 32 gained 1.5x from bf16 (``scripts/gpu_check.py``).
 Losses are always computed in float32.
 """
 
@@ -17,6 +20,7 @@ import contextlib
 import os
 import random
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +47,18 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+@contextlib.contextmanager
+def deterministic_mode_restored() -> Iterator[None]:
+    """Restore torch's process-wide deterministic-algorithms setting on exit (training sets it,
+    a caller such as an evaluation that runs next should get back what it had)."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def cpu_has_bf16() -> bool:
@@ -72,7 +88,7 @@ def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
         if cpu_has_bf16():
             return torch.bfloat16
         warnings.warn("this CPU has no native bf16; training in float32", stacklevel=2)
-    return None  # "auto" on the CPU: float32 measured faster (module docstring)
+    return None  # "auto" on the CPU: float32, bf16 no faster for demo (module docstring)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -33,7 +33,13 @@ from abdus.losses import LossWeights
 from abdus.models import build_discriminator, build_model
 from abdus.training import checkpoint as ckpt
 from abdus.training.config import CONFIG_NAME, TrainConfig, save_config
-from abdus.training.datasets import TrainingData, load_training_data, make_loader, start_epoch
+from abdus.training.datasets import (
+    CACHE_NAME,
+    TrainingData,
+    load_training_data,
+    make_loader,
+    start_epoch,
+)
 from abdus.training.distributed import (
     DistributedContext,
     barrier,
@@ -54,9 +60,10 @@ from abdus.training.loops import (
     train_epoch,
 )
 from abdus.training.presets import resolve_config
-from abdus.training.runlog import RunLog
+from abdus.training.runlog import RunLog, json_safe
 from abdus.training.runtime import (
     configure_determinism,
+    deterministic_mode_restored,
     make_grad_scaler,
     memory_format,
     resolve_amp,
@@ -278,7 +285,7 @@ class Trainer:
                 optimizers=tools.optimizers(),
                 scaler=self.scaler,
                 progress=self.progress,
-                history=[*self.log.history, record],
+                history=[*self.log.history, json_safe(record)],
             )
         self.log.epoch(record)
         barrier(self.ctx)
@@ -306,8 +313,8 @@ def epoch_summary(record: dict[str, Any], epochs: int) -> str:
 
 # ------------------------------------------------------------------------------ public API
 def check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Never overwrite a user's run: a new run needs a new or empty folder; resume needs a
-    checkpoint. AbdusInputError naming the folder otherwise."""
+    """Never overwrite a user's run: a new run needs a new or empty folder (or one holding only
+    ``cache/``); resume needs a checkpoint. AbdusInputError naming the folder otherwise."""
     if resume:
         if not (run_dir / ckpt.CHECKPOINT_NAME).is_file():
             raise AbdusInputError(
@@ -316,7 +323,10 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
                 run_dir,
             )
         return
-    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    # A folder holding only the sample cache is what a start that failed on the data leaves.
+    if run_dir.exists() and (
+        not run_dir.is_dir() or any(p.name != CACHE_NAME for p in run_dir.iterdir())
+    ):
         raise AbdusInputError(
             "run folder exists and is not empty; pass --resume to continue it or choose "
             "a new folder",
@@ -371,12 +381,13 @@ def train(
             model=model, preset=preset, config=config, device=device, epochs_scale=epochs_scale
         )
     ctx = init_distributed(resolved.device)
-    try:
-        trainer = build_trainer(data, run_dir, resolved, ctx, payload)
-        trainer.run()
-        trainer.finish()
-    finally:
-        cleanup(ctx)
+    with deterministic_mode_restored():
+        try:
+            trainer = build_trainer(data, run_dir, resolved, ctx, payload)
+            trainer.run()
+            trainer.finish()
+        finally:
+            cleanup(ctx)
     return run_dir
 
 
