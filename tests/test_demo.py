@@ -13,7 +13,7 @@ def test_tiny_demo_end_to_end(tmp_path, capsys):
     for key in ("view_accuracy", "confusion_matrix", "measurement_mae_mm", "measurement_median_mm",
                 "landmark_radial_error_mm", "human", "n_images", "model", "preset"):  # fmt: skip
         assert key in metrics
-    assert metrics["model"] == "mgcn_r"
+    assert metrics["model"] == "mgcn_r" and metrics["preset"] == "tiny"
     assert 0.0 <= summary["view_accuracy"] <= 1.0
     assert set(summary["measurement_mae_mm"]) <= set(MEASUREMENT_CODES)
     assert (tmp_path / "demo" / "evaluation" / "report.html").read_text().count(

@@ -213,10 +213,8 @@ def evaluate_run(
     holds only patients the model never saw. Writes ``metrics.json`` (and the report) into
     ``out`` (default ``<run>/evaluation``) and returns the metrics.
     """
-    from abdus.data.splits import split_records
     from abdus.inference.pbt_predictor import is_pbt_model
     from abdus.io.atomic import atomic_write_json
-    from abdus.io.manifest import load_manifest
     from abdus.training.checkpoint import load_model_from_run
 
     run_dir = Path(run)
@@ -226,16 +224,12 @@ def evaluate_run(
     predictor = Predictor(
         model, config.preprocess, codec, device=device or pick_device(), model_id=run_dir.name
     )
-    manifest = load_manifest(data)
-    records = split_records(manifest, split, test_fraction=config.test_fraction, seed=config.seed)
-    if not records:
-        raise AbdusInputError(f"the {split} split has no images", data)
-    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    manifest, records, cache = _run_split(run_dir, config, data, split)
     preds = predict_split(predictor, manifest, records, cache_dir=cache, batch_size=batch_size)
     metrics = evaluate_predictions(preds, classifies=predictor.classifies)
     metrics.update(
         model=config.model,
-        preset=getattr(config, "preset", "custom"),
+        preset=config.preset,
         run=str(run_dir),
         data=str(data),
         split=split,
@@ -280,11 +274,22 @@ def _write_report(
     write_report(metrics, out_dir, gallery=gallery, title=title)
 
 
+def _run_split(run_dir: Path, config, data: str | Path, split: str):
+    """(manifest, the run's own ``split`` records, the run's sample cache folder)."""
+    from abdus.data.splits import split_records
+    from abdus.io.manifest import load_manifest
+    from abdus.training.datasets import cache_dir_of
+
+    manifest = load_manifest(data)
+    records = split_records(manifest, split, test_fraction=config.test_fraction, seed=config.seed)
+    if not records:
+        raise AbdusInputError(f"the {split} split has no images", data)
+    return manifest, records, cache_dir_of(config, run_dir)
+
+
 def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None = None) -> dict:
     """The same architecture with freshly initialised weights on the run's test split: the
     floor a trained model must clear (what "learned" means in the demo summary)."""
-    from abdus.data.splits import split_records
-    from abdus.io.manifest import load_manifest
     from abdus.models import build_model_from_descriptor, model_descriptor
     from abdus.training.checkpoint import load_model_from_run
 
@@ -293,9 +298,7 @@ def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None 
     torch.manual_seed(config.seed)
     fresh = build_model_from_descriptor(model_descriptor(trained)).eval()
     predictor = Predictor(fresh, config.preprocess, codec, device=device or pick_device())
-    manifest = load_manifest(data)
-    records = split_records(manifest, "test", test_fraction=config.test_fraction, seed=config.seed)
-    cache = Path(config.cache_dir) if config.cache_dir else run_dir / "cache"
+    manifest, records, cache = _run_split(run_dir, config, data, "test")
     preds = predict_split(predictor, manifest, records, cache_dir=cache)
     return evaluate_predictions(preds, classifies=predictor.classifies)
 

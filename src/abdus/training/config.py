@@ -116,6 +116,7 @@ class TrainConfig:
         default_factory=lambda: OptimizerConfig("adam", 2e-4, betas=(0.5, 0.999))
     )
     seed: int = 0
+    preset: str = "custom"  # the preset it was resolved from (tiny, demo, paper), for reports
     test_fraction: float = 0.2
     augment: bool = False
     num_workers: int = 0

@@ -88,6 +88,11 @@ def check_landmark_coverage(records, config: TrainConfig, stages: tuple[str, ...
         )
 
 
+def cache_dir_of(config: TrainConfig, run_dir: Path) -> Path:
+    """Where a run keeps its preprocessed-sample cache (``config.cache_dir`` or <run>/cache)."""
+    return Path(config.cache_dir) if config.cache_dir else Path(run_dir) / CACHE_NAME
+
+
 def load_training_data(
     data: str | Path,
     config: TrainConfig,
@@ -106,7 +111,7 @@ def load_training_data(
     if not split["train"]:
         raise AbdusInputError("no training images (empty manifest or training split)", path)
     check_landmark_coverage(split["train"], config, stages, path)
-    cache = Path(config.cache_dir) if config.cache_dir else run_dir / CACHE_NAME
+    cache = cache_dir_of(config, run_dir)
 
     def build() -> tuple[Dataset, Dataset | None]:
         common = {

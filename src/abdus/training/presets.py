@@ -117,7 +117,7 @@ def preset_config(preset: str, model: str = "mgcn_r") -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     if model not in MODEL_NAMES:
         raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
-    config = dataclasses.replace(_BUILDERS[preset](), model=model)
+    config = dataclasses.replace(_BUILDERS[preset](), model=model, preset=preset)
     if model in ("mgcn", "mfcn", "sfcn"):
         # Table 1 ablation: only MGCN_R adds the coordinate and adversarial constraints.
         loss = dataclasses.replace(config.loss, location=0.0, adversarial=0.0)
