@@ -36,6 +36,10 @@ def test_summarise_change_by_hand():
     assert change["n_measurements"] == 2
     expected = (np.sqrt(116.0) - 10.0) * 0.5 / 2  # mean over the two images
     assert change["mean_measurement_change_mm"] == pytest.approx(expected)
+    assert change["median_measurement_change_mm"] == pytest.approx(
+        expected
+    )  # median of two = their mean
+    assert change["share_over_2mm"] == 0.0  # the one change is 0.39 mm
     assert change["mean_landmark_shift_mm"] == pytest.approx(4 * 0.5 / 4)  # 1 of 4 landmarks
     assert change["mean_landmark_shift_px"] == pytest.approx(4 / 4)
     assert change["mean_measurement_change_px"] == pytest.approx((np.sqrt(116.0) - 10.0) / 2)

@@ -301,7 +301,9 @@ def format_table(report: dict[str, Any]) -> str:
             f"{name}: accuracy change {change.get('accuracy_change_points', float('nan')):+.2f} "
             f"points, mean measurement change {change.get('mean_measurement_change_mm') or 0:.3f}"
             f" mm = {change.get('mean_measurement_change_px') or 0:.3f} model px"
-            f" (n={change.get('n_measurements')})"
+            f" (median {change.get('median_measurement_change_mm') or 0:.3f} mm, "
+            f"{100 * (change.get('share_over_2mm') or 0):.1f}% over 2 mm;"
+            f" n={change.get('n_measurements')})"
         )
     for key, goal in report["goals"].items():
         if isinstance(goal, dict):
