@@ -91,6 +91,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from abdus.inference.compare import format_cost
     from abdus.inference.export import export_onnx
 
     report = export_onnx(
@@ -99,9 +100,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         int8=args.int8,
         calibration=args.calibration,
         calibration_images=args.calibration_images,
+        check_images=args.check_images,
     )
+    cost = report.pop("int8_cost", None)
     for key, value in report.items():
         print(f"{key}: {value}")
+    if cost is not None:
+        print(f"int8 cost: {format_cost(cost)}")
     return 0
 
 
@@ -212,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="static INT8 quantisation (QDQ)")
     p.add_argument("--calibration", default=None, help="dataset used to calibrate INT8")
     p.add_argument("--calibration-images", type=int, default=32)
+    p.add_argument(
+        "--check-images",
+        type=int,
+        default=200,
+        help="test-split images of the calibration data on which INT8 is compared with fp32 "
+        "(0: skip)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("benchmark", help="end-to-end latency of each backend, side by side")

@@ -96,6 +96,20 @@ def test_int8_cost_reports_accuracy_and_mm_change(exported, tiny_run, cohort):
     assert cost["mean_landmark_shift_mm"] >= 0.0
 
 
+def test_cli_int8_export_prints_its_cost_on_the_test_split(tiny_run, cohort, tmp_path, capsys):
+    from abdus.cli import main
+
+    out = tmp_path / INT8_NAME
+    args = ["export", str(tiny_run), "--out", str(out), "--int8", "--calibration", str(cohort)]
+    assert main([*args, "--calibration-images", "4", "--check-images", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert out.is_file() and "precision: int8" in printed
+    cost_line = next(line for line in printed.splitlines() if line.startswith("int8 cost:"))
+    assert "5 test images" in cost_line and "view accuracy" in cost_line and "median" in cost_line
+    assert main([*args, "--calibration-images", "4", "--check-images", "0"]) == 0
+    assert "int8 cost" not in capsys.readouterr().out
+
+
 def test_int8_needs_calibration_data(tiny_run, tmp_path):
     with pytest.raises(AbdusInputError, match="calibration"):
         export_onnx(tiny_run, tmp_path / "m.onnx", int8=True)

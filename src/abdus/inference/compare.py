@@ -214,3 +214,19 @@ def compare_predictors(
         batch_size=batch_size,
     )
     return {"split": split, **summarise_change(*outputs)}
+
+
+def format_cost(cost: dict[str, Any]) -> str:
+    """One line for a ``compare_predictors`` / ``int8_cost`` report (or why it was skipped)."""
+    if "skipped" in cost:
+        return f"not measured ({cost['skipped']})"
+    parts = [f"{cost.get('n_images', 0)} test images"]
+    if cost.get("accuracy_change_points") is not None:
+        parts.append(f"view accuracy {cost['accuracy_change_points']:+.2f} points")
+    if cost.get("mean_measurement_change_mm") is not None:
+        parts.append(
+            f"caliper change mean {cost['mean_measurement_change_mm']:.3f} mm, median "
+            f"{cost['median_measurement_change_mm']:.3f} mm, "
+            f"{100 * cost['share_over_2mm']:.1f}% over 2 mm (n={cost['n_measurements']})"
+        )
+    return "; ".join(parts)

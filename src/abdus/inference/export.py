@@ -406,15 +406,19 @@ def export_onnx(
     calibration: str | Path | None = None,
     calibration_images: int = 32,
     calibration_method: str = "percentile",
+    check_images: int = 200,
 ) -> dict[str, Any]:
     """Export a run folder / ``.pt`` to ONNX; with ``int8`` static INT8 calibrated on DATA.
 
     ``calibration_images``: preprocessed train-split images used for the activation ranges;
-    ``calibration_method``: "percentile" (default), "minmax" or "entropy".
+    ``calibration_method``: "percentile" (default), "minmax" or "entropy"; ``check_images``:
+    with ``int8``, up to this many test-split images of DATA on which the INT8 file is compared
+    with PyTorch fp32 (``int8_cost``: view accuracy and caliper change in mm; 0 skips it).
 
     Returns the report: ``file``, ``precision``, ``size_mb`` (MiB), ``max_abs_diff`` per output
     (|ONNX Runtime - PyTorch fp32| on random inputs; ``max_abs_diff_real`` on preprocessed
-    calibration images when given), ``fp32_size_mb``, ``outputs``, ``opset``, ``seconds``.
+    calibration images when given), ``fp32_size_mb``, ``outputs``, ``opset``, ``seconds``, and
+    for INT8 ``int8_cost`` (see ``compare_predictors``).
     """
     if int8 and calibration is None:
         raise AbdusInputError("--int8 needs --calibration DATA (a dataset folder with a manifest)")
@@ -429,9 +433,15 @@ def export_onnx(
         if calibration is not None
         else []
     )
-    return export_loaded(
+    report = export_loaded(
         loaded, out, int8=int8, calibration_feeds_=feeds, calibration_method=calibration_method
     )
+    if int8 and check_images > 0:
+        try:
+            report["int8_cost"] = int8_cost(run_or_model, out, calibration, limit=check_images)
+        except AbdusInputError as err:  # e.g. a dataset without a test split: the file stands
+            report["int8_cost"] = {"skipped": str(err)}
+    return report
 
 
 # ------------------------------------------------------------------------ finding .onnx files
