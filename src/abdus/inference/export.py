@@ -263,13 +263,28 @@ def calibration_feeds(
 
 
 class _FeedReader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over prepared feeds."""
+    """``onnxruntime.quantization.CalibrationDataReader`` over prepared feeds, readable in
+    strides (``set_range``) so the calibrator holds few images' activations at a time."""
 
     def __init__(self, feeds: Sequence[dict[str, np.ndarray]], inputs: set[str]) -> None:
-        self._feeds = iter([{k: v for k, v in f.items() if k in inputs} for f in feeds])
+        self._all = [{k: v for k, v in f.items() if k in inputs} for f in feeds]
+        self._feeds = iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._feeds = iter(self._all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
+
+
+# ONNX Runtime's calibrators keep every intermediate tensor of the images they collect at once.
+# Measured on a 24 GB machine: a 128-image percentile calibration of a narrow ResNet-18 model at
+# 512 x 512 was killed for memory unstrided and peaked at 2.4 GB in strides of 4; the paper's
+# ResNet-50 with 32 images peaks at 7.7 GB in strides of 4. Histograms merge across strides.
+CALIBRATION_STRIDE = 4
 
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -333,7 +348,11 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=calibrate,
                 nodes_to_exclude=excluded,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                extra_options={
+                    "ActivationSymmetric": False,
+                    "WeightSymmetric": True,
+                    "CalibStridedMinMax": CALIBRATION_STRIDE,  # strides for every method
+                },
             )
     return {
         "format": "QDQ",
