@@ -110,6 +110,20 @@ def test_cli_int8_export_prints_its_cost_on_the_test_split(tiny_run, cohort, tmp
     assert "int8 cost" not in capsys.readouterr().out
 
 
+def test_calibration_reader_serves_strides_of_the_model_inputs():
+    from abdus.inference.export import _FeedReader
+
+    feeds = [
+        {"image": np.full((1, 1, 4, 4), i, np.float32), "extra": np.zeros(1)} for i in range(5)
+    ]
+    reader = _FeedReader(feeds, {"image"})
+    assert len(reader) == 5
+    reader.set_range(start_index=4, end_index=8)  # the calibrator's last, short stride
+    last = reader.get_next()
+    assert set(last) == {"image"} and last["image"][0, 0, 0, 0] == 4
+    assert reader.get_next() is None
+
+
 def test_int8_needs_calibration_data(tiny_run, tmp_path):
     with pytest.raises(AbdusInputError, match="calibration"):
         export_onnx(tiny_run, tmp_path / "m.onnx", int8=True)
