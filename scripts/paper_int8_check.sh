@@ -50,5 +50,5 @@ for name, row in r["backends"].items():
     print(name, round(row["median_ms"], 1), "ms")
 for name, acc in (r.get("accuracy") or {}).items():
     print(name, {k: acc.get(k) for k in ("n_images", "view_accuracy_reference", "accuracy_change_points",
-          "mean_measurement_change_mm", "max_measurement_change_mm", "mean_measurement_change_px")})
+          "mean_measurement_change_mm", "median_measurement_change_mm", "share_over_2mm", "max_measurement_change_mm")})
 PY
