@@ -19,13 +19,7 @@ CONFIG=${CONFIG-scripts/paper_narrow.yaml}
 CALIB_IMAGES=${CALIB_IMAGES:-32}
 WORK=${WORK:-$(mktemp -d)}
 mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:src
-else
-  export PYTHONPATH=src
-fi
-export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/device_env.sh"
 abdus() { python3 -m abdus.cli "$@"; }
 stamp() { echo "[$(date +%T)] $*"; }
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; lscpu | grep -E 'Model name|^CPU\(s\)';

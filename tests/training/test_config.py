@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +19,7 @@ from abdus.training.config import (
     scale_epochs,
 )
 from abdus.training.presets import PRESETS, preset_config, resolve_config
-from abdus.training.runtime import cpu_has_bf16, resolve_amp
+from abdus.training.runtime import cpu_has_bf16, memory_format, resolve_amp
 
 CPU = torch.device("cpu")
 
@@ -128,3 +130,33 @@ def test_amp_resolution_on_the_cpu():
     else:
         with pytest.warns(UserWarning, match="no native bf16"):
             assert resolve_amp("bf16", CPU) is None
+
+
+def test_channels_last_applies_to_gpu_training_and_inference_only():
+    assert memory_format(True) == torch.channels_last  # inference
+    assert memory_format(True, "cuda:0") == torch.channels_last
+    assert memory_format(False, "cuda") == torch.contiguous_format
+    assert memory_format(True, CPU) == torch.contiguous_format
+
+
+def test_cpu_training_with_channels_last_survives_an_odd_batch(tmp_path):
+    # In a child process: the channels-last CPU backward this guards against corrupts memory
+    # (double free / segmentation fault) at batch 3 instead of raising.
+    script = tmp_path / "odd_batch.py"
+    script.write_text(
+        "import torch\n"
+        "from abdus.models import build_model\n"
+        "from abdus.training.runtime import memory_format\n"
+        "fmt = memory_format(True, 'cpu')\n"
+        "torch.manual_seed(0)\n"
+        "opts = dict(depth='resnet18', widths=(8, 16, 32, 64), gcn_k=7, classifier_hidden=32)\n"
+        "model = build_model('mgcn_r', **opts).train().to(memory_format=fmt)\n"
+        "for batch in (3, 5):\n"
+        "    x = torch.rand(batch, 1, 64, 64).to(memory_format=fmt)\n"
+        "    model(x)['heatmaps'].pow(2).mean().backward()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]

@@ -74,7 +74,7 @@ def measure_training(
     torch.manual_seed(config.seed)
     configure_determinism(config.deterministic, device)  # as the trainer (cuDNN autotune)
     model, discriminator = build_networks(config)
-    fmt = memory_format(config.channels_last)
+    fmt = memory_format(config.channels_last, device)
     for net in (model, discriminator):
         if net is not None:
             net.to(device, memory_format=fmt).train()
@@ -187,7 +187,7 @@ def landmark_loss_curve(
     model, discriminator = build_networks(config)
     for net in (model, discriminator):
         if net is not None:
-            net.to(device, memory_format=memory_format(config.channels_last)).train()
+            net.to(device, memory_format=memory_format(config.channels_last, device)).train()
     amp_dtype = resolve_amp(config.amp, device)
     tools = build_step_tools(
         config,

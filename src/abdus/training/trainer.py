@@ -119,7 +119,7 @@ def build_step_tools(
         scaler=scaler,
         ctx=ctx,
         amp_dtype=amp_dtype,
-        memory_format=memory_format(config.channels_last),
+        memory_format=memory_format(config.channels_last, ctx.device),
         weights=LossWeights(**weights, view=config.loss.view),
         reduction=config.loss.reduction,
         threshold=codec_of(config).threshold,
@@ -152,7 +152,7 @@ class Trainer:
             networks = build_networks(config)
         self.model, self.discriminator = networks
         self.stages = stages_of(self.model)
-        self.memory_format = memory_format(config.channels_last)
+        self.memory_format = memory_format(config.channels_last, ctx.device)
         for net in (self.model, self.discriminator):
             if net is not None:
                 net.to(ctx.device, memory_format=self.memory_format)
