@@ -47,7 +47,7 @@ from abdus.inference.backends import (
     cpu_features,
     physical_cores,
 )
-from abdus.inference.compare import collect_outputs, summarise_change
+from abdus.inference.compare import collect_outputs, format_cost, summarise_change
 from abdus.inference.export import (
     INT8_NAME,
     ONNX_NAME,
@@ -297,14 +297,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{row['model_file_mb']:>8.1f}  {stages}"
         )
     for name, change in (report.get("accuracy") or {}).items():
-        lines.append(
-            f"{name}: accuracy change {change.get('accuracy_change_points', float('nan')):+.2f} "
-            f"points, mean measurement change {change.get('mean_measurement_change_mm') or 0:.3f}"
-            f" mm = {change.get('mean_measurement_change_px') or 0:.3f} model px"
-            f" (median {change.get('median_measurement_change_mm') or 0:.3f} mm, "
-            f"{100 * (change.get('share_over_2mm') or 0):.1f}% over 2 mm;"
-            f" n={change.get('n_measurements')})"
-        )
+        lines.append(f"{name}: {format_cost(change)}")
     for key, goal in report["goals"].items():
         if isinstance(goal, dict):
             state = "met" if goal["met"] else f"MISSED by {goal['margin']:.2f}"

@@ -225,7 +225,8 @@ def format_cost(cost: dict[str, Any]) -> str:
         parts.append(f"view accuracy {cost['accuracy_change_points']:+.2f} points")
     if cost.get("mean_measurement_change_mm") is not None:
         parts.append(
-            f"caliper change mean {cost['mean_measurement_change_mm']:.3f} mm, median "
+            f"caliper change mean {cost['mean_measurement_change_mm']:.3f} mm "
+            f"({cost['mean_measurement_change_px']:.3f} model px), median "
             f"{cost['median_measurement_change_mm']:.3f} mm, "
             f"{100 * cost['share_over_2mm']:.1f}% over 2 mm (n={cost['n_measurements']})"
         )
