@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from abdus import __version__
+from abdus.choices import PRESETS
 from abdus.errors import AbdusInputError
 
 
@@ -51,6 +52,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config=args.config,
         resume=args.resume,
         device=args.device,
+        seed=args.seed,
     )
     print(f"run folder: {run}")
     return 0
@@ -129,7 +131,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from abdus.demo import run_demo
 
-    run_demo(args.out, patients=args.patients, preset=args.preset)
+    patients = {} if args.patients is None else {"patients": args.patients}
+    run_demo(args.out, preset=args.preset, seed=args.seed, **patients)
     return 0
 
 
@@ -170,16 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", default="mgcn_r", choices=("mgcn_r", "mgcn", "mfcn", "sfcn", "stl", "pbt")
     )
-    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.add_argument("--preset", default="demo", choices=PRESETS)
     p.add_argument("--config", default=None, help="YAML file overriding preset fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="split, initial weights and data order (default 0)"
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics.json and a report for a trained run")
     p.add_argument("run", help="run folder (with model.pt)")
     p.add_argument("--data", required=True, help="dataset folder or manifest")
-    p.add_argument("--split", default="test", choices=("test", "train", "all"))
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("test", "val", "train", "all"),
+        help="the run's patient-level split to score (default test: patients never seen)",
+    )
     p.add_argument("--out", default=None, help="output folder (default RUN/evaluation)")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
     p.set_defaults(func=_cmd_evaluate)
@@ -187,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="train and evaluate every variant: Table 1 and Fig. 3")
     p.add_argument("data", help="dataset folder or manifest")
     p.add_argument("--out", required=True, help="output folder (one run folder per model)")
-    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.add_argument("--preset", default="demo", choices=PRESETS)
     p.add_argument(
         "--models",
         nargs="+",
@@ -239,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
-    p.add_argument("--patients", type=int, default=60, help="synthetic patients (default 60)")
-    p.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"))
+    p.add_argument(
+        "--patients", type=int, default=None, help="synthetic patients (default 160)"
+    )
+    p.add_argument("--preset", default="demo", choices=PRESETS)
+    p.add_argument("--seed", type=int, default=0, help="cohort, split and training seed")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -150,6 +150,7 @@ def discriminator_loss(
     real_heatmaps: torch.Tensor,
     fake_heatmaps: torch.Tensor,
     landmark_mask: torch.Tensor,
+    amplitude: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """PatchGAN loss of D (Eq. 4, pix2pix): real pairs -> 1, detached fake pairs -> 0.
 
@@ -157,6 +158,8 @@ def discriminator_loss(
         image: (B, 1, H, W) network input. real_heatmaps: (B, L, H, W) targets.
         fake_heatmaps: (B, L, H, W) predictions (detached here). landmark_mask: (B, L); absent
             channels are zeroed in both inputs and images with no landmark are left out.
+        amplitude: the targets' peak (``HeatmapCodec.amplitude``); D sees both heat maps
+            divided by it, so its input keeps the scale of the image (0-1).
 
     Returns:
         ``{"loss": (real + fake) / 2 (pix2pix halves D's objective), "real": ..., "fake": ...}``;
@@ -164,8 +167,9 @@ def discriminator_loss(
     """
     _check_mask(landmark_mask, tuple(real_heatmaps.shape[:2]), "heat maps")
     image, real, fake, mask = _with_landmarks(
-        image, real_heatmaps, fake_heatmaps.detach(), landmark_mask, mask=landmark_mask
-    )
+        image, real_heatmaps / amplitude, fake_heatmaps.detach() / amplitude, landmark_mask,
+        mask=landmark_mask,
+    )  # fmt: skip
     if image.shape[0] == 0:
         zero = sum(p.sum() for p in discriminator.parameters()) * 0.0
         return {"loss": zero, "real": zero, "fake": zero}
@@ -179,28 +183,39 @@ def generator_adversarial_loss(
     image: torch.Tensor,
     fake_heatmaps: torch.Tensor,
     landmark_mask: torch.Tensor,
+    amplitude: float = 1.0,
 ) -> torch.Tensor:
     """The network's adversarial term (Eq. 4): D should call its heat maps real (-> 1).
 
-    Shapes as ``discriminator_loss``. Gradients also reach D's parameters: the trainer steps only
-    the network's optimiser here (or sets D's ``requires_grad`` False, as pix2pix does).
+    Shapes and ``amplitude`` as ``discriminator_loss``. Gradients also reach D's parameters:
+    the trainer steps only the network's optimiser here (or sets D's ``requires_grad`` False,
+    as pix2pix does).
     Returns a scalar, 0 (attached to the predictions) when no image has a landmark.
     """
     _check_mask(landmark_mask, tuple(fake_heatmaps.shape[:2]), "heat maps")
-    image, fake, mask = _with_landmarks(image, fake_heatmaps, landmark_mask, mask=landmark_mask)
+    image, fake, mask = _with_landmarks(
+        image, fake_heatmaps / amplitude, landmark_mask, mask=landmark_mask
+    )
     if image.shape[0] == 0:
         return fake_heatmaps.float().sum() * 0.0
     return _bce_to(discriminator(discriminator_input(image, fake, mask)), real=True)
 
 
 def view_loss(
-    logits: torch.Tensor, target: torch.Tensor, has_view: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    has_view: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """Cross entropy of the view classifier (Eq. 1).
 
     Args:
         logits: (B, 11). target: (B,) int64 view index. has_view: (B,) bool, False for images
             without a view label (ignored); None = all labelled.
+        label_smoothing: share of the target's probability spread over all views (Szegedy et
+            al. 2016; 0 = Eq. 1 as printed). The reference reader itself names a view
+            differently from a second reader in about one image in five, so a hard one-hot
+            target overstates what the label knows.
 
     Returns:
         ``{"loss": ce, "view": ce}``, the mean over labelled images (0 if none).
@@ -211,7 +226,7 @@ def view_loss(
     if logits.shape[0] == 0:
         zero = logits.float().sum() * 0.0
         return {"loss": zero, "view": zero}
-    ce = F.cross_entropy(logits.float(), target.long())
+    ce = F.cross_entropy(logits.float(), target.long(), label_smoothing=label_smoothing)
     return {"loss": ce, "view": ce}
 
 
@@ -223,6 +238,7 @@ def landmark_losses(
     *,
     reduction: str = "mean",
     threshold: float = 0.75,
+    amplitude: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """The landmark stage's objective: weighted regression (Eq. 2) + location (Eq. 3) +
     adversarial (Eq. 4) terms; terms with weight 0 are neither computed nor returned.
@@ -236,6 +252,7 @@ def landmark_losses(
         discriminator: the PatchGAN, required when ``weights.adversarial`` > 0.
         reduction: of the regression term, see ``heatmap_l2_loss``.
         threshold: k of the location term.
+        amplitude: the targets' peak (``HeatmapCodec.amplitude``), for the adversarial term.
 
     Returns:
         ``{"loss": weighted sum, "regression"?, "location"?, "adversarial"?}`` (parts
@@ -251,7 +268,9 @@ def landmark_losses(
     if weights.adversarial > 0:
         if discriminator is None:
             raise ValueError("weights.adversarial > 0 needs a discriminator (or set it to 0)")
-        parts["adversarial"] = generator_adversarial_loss(discriminator, batch["image"], pred, mask)
+        parts["adversarial"] = generator_adversarial_loss(
+            discriminator, batch["image"], pred, mask, amplitude
+        )
     return {"loss": _weighted_total(parts, weights, pred), **parts}
 
 

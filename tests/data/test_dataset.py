@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset, dataset_summary
+from abdus.data.dataset import IGNORE_VIEW, AugmentConfig, UltrasoundDataset, dataset_summary
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
@@ -204,6 +204,38 @@ def test_augmentation_is_deterministic_and_consistent(manifest: Manifest) -> Non
         d_px = torch.linalg.norm(sample["landmarks"][kl[0]] - sample["landmarks"][kl[1]])
         d_mm = d_px * sample["model_spacing_mm"]
         assert d_mm.item() == pytest.approx(40.5, rel=1e-3)  # 81 px at 0.5 mm, source
+
+
+def test_rotation_and_gain_move_image_and_landmarks_together(manifest: Manifest) -> None:
+    config = AugmentConfig(rotation_deg=30.0, gain_range=(0.8, 1.2))
+    ds = UltrasoundDataset(
+        manifest, manifest.records[:1], config=CONFIG, codec=CODEC, augment=True, seed=5,
+        augment_config=config,
+    )  # fmt: skip
+    plain = UltrasoundDataset(manifest, manifest.records[:1], config=CONFIG, codec=CODEC)
+    kl = [LANDMARK_INDEX["kl_la_1"], LANDMARK_INDEX["kl_la_2"]]
+    axis = plain[0]["landmarks"][kl[1]] - plain[0]["landmarks"][kl[0]]
+    turned = 0.0
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        sample = ds[0]
+        for x, y in sample["landmarks"][kl].numpy():
+            assert sample["image"][0, round(y), round(x)] > 0.55  # still on its disc
+        moved = sample["landmarks"][kl[1]] - sample["landmarks"][kl[0]]
+        angle = torch.atan2(moved[1], moved[0]) - torch.atan2(axis[1], axis[0])
+        turned = max(turned, abs(float(angle)))
+        assert abs(float(angle)) <= np.radians(30.0) + 1e-4
+    assert turned > np.radians(2.0)  # the draws do rotate
+    with pytest.raises(ValueError, match="rotation_deg"):
+        AugmentConfig(rotation_deg=-1.0)
+
+
+def test_samples_carry_the_landmark_region(manifest: Manifest) -> None:
+    sample = UltrasoundDataset(manifest, manifest.records[:1], config=CONFIG, codec=CODEC)[0]
+    region = sample["region"]
+    assert region.dtype == torch.bool and region.shape == (1, 96, 128)
+    assert region.any() and not region.all()  # the image, not the zero padding around it
+    assert not region[0, 0, 0] and region[0, 48, 64]
 
 
 def test_missing_file_is_a_clean_error(manifest: Manifest) -> None:

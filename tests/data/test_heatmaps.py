@@ -183,6 +183,41 @@ def test_decode_empty_channel_is_finite_with_zero_confidence() -> None:
     assert (confidence == 0).all()
 
 
+def test_amplitude_scales_targets_not_positions_or_confidence() -> None:
+    plain = HeatmapCodec((32, 40), sigma_px=2.0)
+    loud = HeatmapCodec((32, 40), sigma_px=2.0, amplitude=100.0)
+    points = np.array([[10.3, 7.8], [30.0, 25.5]])
+    heat_plain, mask_plain = plain.encode(points)
+    heat_loud, mask_loud = loud.encode(points)
+    np.testing.assert_allclose(heat_loud, 100.0 * heat_plain, rtol=1e-6)
+    assert (mask_plain == mask_loud).all()
+    decoded, confidence = loud.decode(heat_loud)
+    np.testing.assert_allclose(decoded, plain.decode(heat_plain)[0], atol=1e-4)
+    np.testing.assert_allclose(decoded, points, atol=1e-3)
+    assert confidence == pytest.approx([heat_plain[0].max(), heat_plain[1].max()], rel=1e-5)
+    with pytest.raises(ValueError, match="amplitude"):
+        HeatmapCodec((10, 10), sigma_px=1.0, amplitude=0.0)
+
+
+def test_decode_stays_inside_the_valid_region() -> None:
+    codec = HeatmapCodec((40, 60), sigma_px=2.0)
+    heat, _ = codec.encode(np.array([[30.4, 20.2], [0.0, 39.0]]))
+    spike = heat[0] + 1.5 * heat[1]  # a stronger peak in the corner (the zero padding)
+    valid = np.zeros((40, 60), bool)
+    valid[5:35, 8:52] = True  # the ultrasound region
+    anywhere, _ = codec.decode(spike[None])
+    inside, confidence = codec.decode(spike[None], valid[None])
+    np.testing.assert_allclose(anywhere[0], [0.0, 39.0], atol=0.1)
+    np.testing.assert_allclose(inside[0], [30.4, 20.2], atol=0.05)
+    assert confidence[0] == pytest.approx(heat[0].max(), rel=1e-3)
+    # Broadcast one region over channels; a channel with no valid pixel is decoded anyway.
+    batch = torch.from_numpy(np.stack([spike, spike]))[None]  # (1, 2, H, W)
+    regions = torch.from_numpy(np.stack([valid, np.zeros_like(valid)]))[None]
+    points, _ = codec.decode(batch, regions)
+    np.testing.assert_allclose(points[0, 0].numpy(), [30.4, 20.2], atol=0.05)
+    np.testing.assert_allclose(points[0, 1].numpy(), [0.0, 39.0], atol=0.1)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_codec_and_centroid_on_cuda_match_cpu() -> None:
     codec = HeatmapCodec((64, 64), sigma_px=2.5)

@@ -16,6 +16,7 @@ from abdus.data.masking import (
     MaskConfig,
     boxes_mask,
     classification_mask,
+    landmark_region,
     overlay_mask,
     region_mask,
     sector_mask,
@@ -149,6 +150,19 @@ def test_sector_touching_the_frame_edge_is_kept_to_the_edge() -> None:
     pixels[:, 40:] = rng.rayleigh(50.0, size=(120, 120))  # linear probe, to the frame edge
     sector = sector_mask(pixels, config=MaskConfig(closing_radius_px=6))
     assert sector[:, 42:].mean() > 0.99 and not sector[:, :35].any()
+
+
+def test_landmark_region_fills_overlay_holes_and_keeps_the_padding_out() -> None:
+    kept = np.zeros((2, 20, 30), bool)
+    kept[0, 3:17, 5:25] = True  # the ultrasound region on the canvas, padding around it
+    kept[0, 8:10, 12:14] = False  # burned-in calipers inside it
+    kept[0, 3:5, 5:9] = False  # text on the region's edge: not a hole, stays out
+    region = landmark_region(kept)
+    expected = np.zeros((20, 30), bool)
+    expected[3:17, 5:25] = True
+    expected[3:5, 5:9] = False
+    assert (region[0] == expected).all()
+    assert region[1].all()  # nothing kept: no restriction
 
 
 def test_boxes_are_clipped_to_the_frame() -> None:

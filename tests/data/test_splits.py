@@ -120,6 +120,38 @@ def test_split_records() -> None:
     test = split_records(manifest, "test", seed=2)
     assert len(train) == 16 and len(test) == 4
     assert split_records(manifest, "all") == manifest.records
-    assert split_by_patient(manifest.records, seed=2) == {"train": train, "test": test}
-    with pytest.raises(ValueError, match="valid splits: train, test, all"):
+    assert split_by_patient(manifest.records, seed=2) == {"train": train, "val": [], "test": test}
+    val = split_records(manifest, "val", val_fraction=0.2, seed=2)
+    assert len(val) == 4 and split_records(manifest, "test", val_fraction=0.2, seed=2) == test
+    with pytest.raises(ValueError, match="valid splits: train, val, test, all"):
         split_records(manifest, "validation")
+
+
+def test_validation_patients_come_from_the_training_side() -> None:
+    records = _records(50)
+    plain = split_by_patient(records, seed=3)
+    three = split_by_patient(records, val_fraction=0.1, seed=3)
+    sides = [_patients(three[name]) for name in ("train", "val", "test")]
+    assert sum(len(side) for side in sides) == 50 and len(set().union(*sides)) == 50
+    assert len(sides[1]) == 5  # 10% of 50 patients
+    assert sides[2] == _patients(plain["test"])  # the test side ignores val_fraction
+    assert sides[0] | sides[1] == _patients(plain["train"])
+    # Documented rule: after the test patients, the next n_val of the sha256 ranking.
+    ranked = sorted(_patients(records), key=lambda p: hashlib.sha256(f"3:{p}".encode()).digest())
+    assert sides[1] == set(ranked[10:15])
+
+
+@pytest.mark.parametrize(
+    ("n_patients", "val_fraction", "expected"),
+    [(50, 0.1, 5), (10, 0.01, 1), (3, 0.5, 1), (2, 0.5, 0), (10, 0.0, 0)],
+)
+def test_validation_patient_count(n_patients: int, val_fraction: float, expected: int) -> None:
+    split = split_by_patient(_records(n_patients), val_fraction=val_fraction)
+    assert len(_patients(split["val"])) == expected
+    assert split["train"], "at least one training patient stays"
+
+
+def test_bad_validation_fraction() -> None:
+    for fraction in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="val_fraction"):
+            split_by_patient(_records(5), val_fraction=fraction)

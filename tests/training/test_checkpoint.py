@@ -64,6 +64,7 @@ def test_checkpoint_describes_itself_and_round_trips(saved):
         "epoch": 2,
         "global_step": 17,
         "best": {"landmark_error_mm": 3.5},
+        "stale_epochs": 0,
     }
     assert payload["history"] == [{"stage": "landmarks", "epoch": 1}]
     assert {"python", "numpy", "torch"} <= set(payload["rng"])

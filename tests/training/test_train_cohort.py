@@ -29,7 +29,7 @@ def test_tiny_preset_learns_on_a_generated_cohort(tmp_path, cohort, cohort_cache
     assert marks[-1]["loss"] < marks[0]["loss"]
     assert marks[-1]["regression"] < marks[0]["regression"]
     assert views[-1]["train"]["view"] < views[0]["train"]["view"]
-    assert all(0 <= r["test"]["view_accuracy"] <= 1 for r in views)
+    assert all(0 <= r["val"]["view_accuracy"] <= 1 for r in views)
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["stage2"]["epochs"] == 5 and saved["seed"] == 3  # the overrides

@@ -3,9 +3,12 @@ their own stages, run folders are protected, bad datasets give clear errors."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from training_synthetic import synthetic_data, tiny_config, with_epochs
@@ -15,9 +18,9 @@ from abdus.io.manifest import ImageRecord, Read
 from abdus.training.checkpoint import load_model_from_run
 from abdus.training.datasets import check_landmark_coverage
 from abdus.training.distributed import init_distributed
-from abdus.training.loops import LANDMARKS, VIEWS
+from abdus.training.loops import LANDMARKS, VIEWS, LearningRateSchedule
 from abdus.training.runlog import read_metrics
-from abdus.training.trainer import Trainer, train
+from abdus.training.trainer import Trainer, init_view_path, train
 
 
 def _trainer(config, run_dir) -> Trainer:
@@ -38,10 +41,10 @@ def test_tiny_run_lowers_both_losses_and_writes_a_complete_run(tmp_path, one_thr
     views = [r for r in records if r["stage"] == VIEWS]
     assert marks[-1]["train"]["loss"] < 0.8 * marks[0]["train"]["loss"]
     assert marks[-1]["train"]["location"] < marks[0]["train"]["location"]  # px
-    assert marks[-1]["test"]["landmark_error_mm"] < marks[0]["test"]["landmark_error_mm"]
+    assert marks[-1]["val"]["landmark_error_mm"] < marks[0]["val"]["landmark_error_mm"]
     assert set(marks[0]["train"]) >= {"regression", "location", "adversarial", "d_real"}
     assert views[-1]["train"]["view"] < views[0]["train"]["view"]
-    assert views[-1]["test"]["view_accuracy"] > 1 / 11  # above chance on held-out images
+    assert views[-1]["val"]["view_accuracy"] > 1 / 11  # above chance on held-out images
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.yaml", "checkpoint.pt", "metrics.jsonl", "model.pt", "tensorboard"} <= names
     assert any((tmp_path / "tensorboard").iterdir())
@@ -152,3 +155,81 @@ def test_run_log_writes_nan_as_null_and_rewrites_history(tmp_path):
     records = read_metrics(tmp_path)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert records[1]["bad"] is None and records[2]["test"]["landmark_error_mm"] is None
+
+
+def test_each_stage_ends_on_its_best_validation_epoch_and_stops_when_patience_runs_out(
+    tmp_path, one_thread, monkeypatch
+):
+    config = with_epochs(tiny_config(), 6, 3)
+    stage1 = dataclasses.replace(config.stage1, patience=2)
+    trainer = _trainer(dataclasses.replace(config, stage1=stage1), tmp_path)
+    scores = {
+        LANDMARKS: iter([5.0, 3.0, 4.0, 6.0, 1.0, 1.0]),  # best: epoch 2; patience ends epoch 4
+        VIEWS: iter([0.2, 0.6, 0.5]),  # best: epoch 2
+    }
+    names = {LANDMARKS: "landmark_error_mm", VIEWS: "view_accuracy"}
+    monkeypatch.setattr(trainer, "_validate", lambda stage, *_: {names[stage]: next(scores[stage])})
+    snapshots: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+    end_of_epoch = trainer._end_of_epoch
+
+    def remember(record, tools):
+        state = trainer.model.state_dict()
+        snapshots[(record["stage"], record["epoch"])] = {k: v.clone() for k, v in state.items()}
+        end_of_epoch(record, tools)
+
+    monkeypatch.setattr(trainer, "_end_of_epoch", remember)
+    trainer.run()
+    trainer.finish()
+
+    records = read_metrics(tmp_path)
+    assert [(r["stage"], r["epoch"], r["best"]) for r in records] == [
+        (LANDMARKS, 1, True), (LANDMARKS, 2, True), (LANDMARKS, 3, False), (LANDMARKS, 4, False),
+        (VIEWS, 1, True), (VIEWS, 2, True), (VIEWS, 3, False),
+    ]  # fmt: skip
+    assert records[3]["early_stop"] is True
+    model, *_ = load_model_from_run(tmp_path)
+    final = model.state_dict()
+    best_landmarks, best_views = snapshots[(LANDMARKS, 2)], snapshots[(VIEWS, 2)]
+    for module in trainer.model.landmark_modules() + trainer.model.shared_modules():
+        for key in (k for k in final if k.startswith(_prefix(trainer.model, module))):
+            assert torch.equal(final[key], best_landmarks[key]), key
+    for module in trainer.model.classifier_modules():
+        for key in (k for k in final if k.startswith(_prefix(trainer.model, module))):
+            assert torch.equal(final[key], best_views[key]), key
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert payload["selection"] == {
+        LANDMARKS: {"epoch": 2, "landmark_error_mm": 3.0},
+        VIEWS: {"epoch": 2, "view_accuracy": 0.6},
+    }
+
+
+def _prefix(model: torch.nn.Module, module: torch.nn.Module) -> str:
+    return next(f"{name}." for name, m in model.named_children() if m is module)
+
+
+def test_view_path_can_start_from_the_landmark_stages(tmp_path, one_thread):
+    config = dataclasses.replace(with_epochs(tiny_config(), 1, 0), view_init="landmark")
+    trainer = _trainer(config, tmp_path)
+    trainer.run()
+    trainer.progress.stage = VIEWS
+    init_view_path(trainer.model, config.view_init)
+    landmark, view = trainer.model.landmark_stages, trainer.model.view_stages
+    for (name, a), (_, b) in zip(
+        landmark.state_dict().items(), view.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    fresh = _trainer(with_epochs(tiny_config(), 0, 0), tmp_path / "fresh").model
+    init_view_path(fresh, "scratch")
+    view_weight = fresh.view_stages.state_dict()["layer3.0.conv1.weight"]
+    assert not torch.equal(view_weight, fresh.landmark_stages.state_dict()["layer3.0.conv1.weight"])
+
+
+def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
+    schedule = LearningRateSchedule(base_lr=1.0, total_steps=10, warmup_steps=2, kind="cosine")
+    rates = [schedule.at(step) for step in range(10)]
+    assert rates[:3] == [0.5, 1.0, 1.0]  # warm-up, then the cosine from its top
+    assert all(a > b for a, b in itertools.pairwise(rates[2:]))
+    assert rates[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
+    assert schedule.at(10) == pytest.approx(0.0)
+    flat = LearningRateSchedule(base_lr=0.1, total_steps=10, warmup_steps=0)
+    assert {flat.at(s) for s in range(10)} == {0.1}

@@ -81,14 +81,14 @@ def with_epochs(config: TrainConfig, stage1: int, stage2: int) -> TrainConfig:
     )
 
 
-def synthetic_data(config: TrainConfig, n_train: int = 44, n_test: int = 22) -> TrainingData:
-    """TrainingData over BlobDatasets with the codec of ``config``."""
+def synthetic_data(config: TrainConfig, n_train: int = 44, n_val: int = 22) -> TrainingData:
+    """TrainingData over BlobDatasets (train, validation) with the codec of ``config``."""
     from abdus.training.trainer import codec_of
 
     codec = codec_of(config)
-    train, test = BlobDataset(n_train, codec, seed=1), BlobDataset(n_test, codec, seed=2)
+    train, val = BlobDataset(n_train, codec, seed=1), BlobDataset(n_val, codec, seed=2)
 
     def annotated(ds: BlobDataset) -> list[int]:
         return [i for i in range(len(ds)) if float(ds.masks[i].sum()) > 0]
 
-    return TrainingData(Path("synthetic"), train, test, annotated(train), annotated(test))
+    return TrainingData(Path("synthetic"), train, val, annotated(train), annotated(val))

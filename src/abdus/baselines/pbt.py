@@ -53,6 +53,7 @@ from abdus.baselines.pbt_tree import (  # noqa: F401  (re-exported: tests import
     learner_threads,
     make_node_learner,
 )
+from abdus.choices import PRESETS
 from abdus.data.dataset import read_record_image
 from abdus.data.preprocess import PreprocessConfig
 from abdus.data.splits import split_by_patient
@@ -77,7 +78,7 @@ from abdus.taxonomy import (
 FORMAT_NAME = "abdus-pbt"
 FORMAT_VERSION = 1
 MODEL_FILE = "model.pbt"
-PBT_PRESETS = ("tiny", "demo", "paper")
+PBT_PRESETS = PRESETS
 MIN_POSITIVES = 10  # fewer positive (or negative) samples than this: no tree for the landmark
 MAX_EDGE_ROWS = 50_000  # samples used to find the shared feature quantisation
 

@@ -13,6 +13,7 @@ memory.
 Sample (``__getitem__``), all tensors; H, W model px; the default collate stacks them:
     image (1, H, W) float32 [0, 1]       landmark input, every pixel kept
     class_image (1, H, W) float32        classification input, icons / text zeroed (paper 2.1)
+    region (1, H, W) bool                where a landmark may be decoded (``landmark_region``)
     heatmaps (14, H, W) float32          Gaussian targets from ``codec`` (zeros where absent)
     landmark_mask (14,) float32          1 where the landmark exists and lies on the canvas
     landmarks (14, 2) float32            (x, y) model px, 0 where absent
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.masking import landmark_region
 from abdus.data.preprocess import PreprocessConfig, SourceToModel, preprocess_image
 from abdus.io.atomic import atomic_path, atomic_write_json
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array
@@ -53,16 +55,30 @@ IGNORE_VIEW = -100  # torch.nn.functional.cross_entropy's default ignore_index
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Small random changes for training: translation, isotropic scaling, intensity gamma.
+    """Small random changes for training: translation, isotropic scaling, rotation, intensity
+    gamma and gain.
 
     ``translate_fraction``: max shift as a fraction of the canvas side (model px).
-    ``scale_range``: zoom factor range about the canvas centre. ``gamma_range``: exponent range,
-    drawn log-uniformly (pixels ** gamma on [0, 1]).
+    ``scale_range``: zoom factor range about the canvas centre. ``rotation_deg``: max rotation
+    about the canvas centre, degrees either way (a probe held a little turned).
+    ``gamma_range``: exponent range, drawn log-uniformly (pixels ** gamma on [0, 1]).
+    ``gain_range``: brightness factor range after gamma (a scanner's overall gain), clipped to
+    [0, 1]. The defaults (no rotation, gain 1) are the augmentation of abdus 0.1 runs.
     """
 
     translate_fraction: float = 0.05
     scale_range: tuple[float, float] = (0.9, 1.1)
+    rotation_deg: float = 0.0
     gamma_range: tuple[float, float] = (0.7, 1.4)
+    gain_range: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        positive = (*self.scale_range, *self.gamma_range, *self.gain_range)
+        if not (0.0 <= self.translate_fraction < 0.5 and 0.0 <= self.rotation_deg <= 180.0):
+            raise ValueError("augmentation needs 0 <= translate_fraction < 0.5 and "
+                             f"0 <= rotation_deg <= 180, got {self}")  # fmt: skip
+        if min(positive) <= 0:
+            raise ValueError(f"augmentation scale, gamma and gain ranges must be > 0, got {self}")
 
 
 def read_record_image(manifest: Manifest, record: ImageRecord) -> UltrasoundImage:
@@ -248,9 +264,11 @@ class UltrasoundDataset(Dataset):
             image, kept, points, zoom = self._augment(i, image, kept, points)
             spacing /= zoom
         heatmaps, present = self.codec.encode(points)
+        kept_mask = kept >= 0.5
         return {
             "image": image[None],
-            "class_image": (image * (kept >= 0.5))[None],
+            "class_image": (image * kept_mask)[None],
+            "region": torch.from_numpy(landmark_region(kept_mask.numpy()))[None],
             "heatmaps": torch.from_numpy(heatmaps),
             "landmark_mask": torch.from_numpy(present.astype(np.float32)),
             "landmarks": torch.from_numpy(
@@ -265,26 +283,37 @@ class UltrasoundDataset(Dataset):
     def _augment(
         self, i: int, image: torch.Tensor, kept: torch.Tensor, points: np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, float]:
-        """Same zoom / shift for image, mask and landmarks (model px); gamma on the image."""
+        """Same zoom / rotation / shift for image, mask and landmarks (model px); gamma and gain
+        on the image. Returns (image, kept, points, zoom)."""
         cfg = self.augment_config
         rng = np.random.default_rng([self.seed, self.epoch, i])
         H, W = image.shape
         zoom = float(rng.uniform(*cfg.scale_range))
         shift = rng.uniform(-cfg.translate_fraction, cfg.translate_fraction, 2) * (W, H)
         gamma = float(np.exp(rng.uniform(np.log(cfg.gamma_range[0]), np.log(cfg.gamma_range[1]))))
+        # Draws only for the changes configured, so 0.1 runs resume with the same draws.
+        turn = cfg.rotation_deg
+        angle = np.radians(rng.uniform(-turn, turn)) if turn else 0.0
+        gain = float(rng.uniform(*cfg.gain_range)) if cfg.gain_range != (1.0, 1.0) else 1.0
+        # Forward map of model px: p' = centre + A (p - centre) + shift, A = zoom * rotation.
+        cos, sin = np.cos(angle), np.sin(angle)
+        forward = zoom * np.array([[cos, -sin], [sin, cos]])
         centre = np.array([(W - 1) / 2, (H - 1) / 2])
-        points = centre + zoom * (points - centre) + shift  # where each source point goes
-        # Output pixel p samples the input at centre + (p - centre - shift) / zoom; with
-        # align_corners=True, normalised u = 2 p / (size - 1) - 1 so the centre is u = 0.
-        shift_norm = 2.0 * shift / np.array([W - 1, H - 1])
-        theta = torch.tensor(
-            [[1 / zoom, 0.0, -shift_norm[0] / zoom], [0.0, 1 / zoom, -shift_norm[1] / zoom]],
-            dtype=torch.float32,
-        )[None]
-        grid = F.affine_grid(theta, [1, 2, H, W], align_corners=True)
+        points = centre + (points - centre) @ forward.T + shift
+        # Output pixel q samples the input at centre + A^-1 (q - centre - shift). With
+        # align_corners=True the normalised coordinate is u = S (q - centre), S = diag(2/(n-1)).
+        to_unit = np.diag([2.0 / (W - 1), 2.0 / (H - 1)])
+        inverse = np.linalg.inv(forward)
+        matrix = to_unit @ inverse @ np.linalg.inv(to_unit)
+        offset = -(to_unit @ inverse @ shift)
+        theta = torch.tensor(np.concatenate([matrix, offset[:, None]], axis=1), dtype=torch.float32)
+        grid = F.affine_grid(theta[None], [1, 2, H, W], align_corners=True)
         both = torch.stack((image, kept))[None]  # (1, 2, H, W)
         warped = F.grid_sample(both, grid, mode="bilinear", align_corners=True)[0]
-        return warped[0].clamp_(0.0, 1.0).pow_(gamma), warped[1], points, zoom
+        pixels = warped[0].clamp_(0.0, 1.0).pow_(gamma)
+        if gain != 1.0:
+            pixels = pixels.mul_(gain).clamp_(0.0, 1.0)
+        return pixels, warped[1], points, zoom
 
 
 def dataset_summary(dataset: UltrasoundDataset) -> dict[str, Any]:

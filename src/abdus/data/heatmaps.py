@@ -34,9 +34,10 @@ def threshold_centroid(heatmaps: torch.Tensor, threshold: float = 0.75) -> torch
 
     Args:
         heatmaps: (B, C, H, W) heat maps (any float dtype; computed in float32).
-        threshold: k in the paper, relative to each channel's peak value. The targets have an
-            amplitude of 1.0, so for them this equals the paper's absolute ``H > k``; relative to
-            the peak it also works for the low, early-training predictions.
+        threshold: k in the paper, relative to each channel's peak value. For targets of
+            amplitude 1.0 this equals the paper's absolute ``H > k``; relative to the peak it
+            does not depend on the codec's amplitude and also works for the low,
+            early-training predictions.
 
     Returns:
         (B, C, 2) float32 ``(x, y)`` in model pixels. Weights are ``max(H, 0)`` where
@@ -101,11 +102,18 @@ class HeatmapCodec:
 
     ``size``: (H, W) in model pixels. ``sigma_px``: Gaussian standard deviation in model
     pixels. ``threshold``: k of the paper's thresholded weighted mean (section 2.2).
+    ``amplitude``: the targets' peak value. The paper does not give it; it sets how loud the
+    landmark is against the network's output noise under the per-pixel mean L2 (Eq. 2): with
+    1.0 a small network trained from scratch sits for many epochs at the all-zero output,
+    with 100 it learns within a few (docs/benchmarks.md). Decoding does not depend on it (the
+    thresholds are relative to the peak) and confidences are divided by it, so they stay
+    about 1.0 for a perfect heat map.
     """
 
     size: tuple[int, int]
     sigma_px: float
     threshold: float = 0.75
+    amplitude: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 3:
@@ -114,15 +122,23 @@ class HeatmapCodec:
             raise ValueError(f"sigma_px must be positive, got {self.sigma_px}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not (self.amplitude > 0 and np.isfinite(self.amplitude)):
+            raise ValueError(f"amplitude must be positive, got {self.amplitude}")
 
     @classmethod
     def from_mm(
-        cls, size: tuple[int, int], sigma_mm: float, spacing_mm: float, threshold: float = 0.75
+        cls,
+        size: tuple[int, int],
+        sigma_mm: float,
+        spacing_mm: float,
+        threshold: float = 0.75,
+        amplitude: float = 1.0,
     ) -> HeatmapCodec:
         """A codec whose Gaussian is ``sigma_mm`` wide at ``spacing_mm`` mm per model pixel."""
         if not spacing_mm > 0:
             raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
-        return cls((int(size[0]), int(size[1])), float(sigma_mm) / float(spacing_mm), threshold)
+        size_hw = (int(size[0]), int(size[1]))
+        return cls(size_hw, float(sigma_mm) / float(spacing_mm), threshold, float(amplitude))
 
     # ----------------------------------------------------------------------------- encoding
     def inside(self, points_xy: np.ndarray) -> np.ndarray:
@@ -141,7 +157,7 @@ class HeatmapCodec:
             points_xy: (C, 2) model px, NaN rows for absent landmarks.
 
         Returns:
-            heatmaps (C, H, W) float32, amplitude 1.0 at the (sub-pixel) landmark, zeros for
+            heatmaps (C, H, W) float32, ``amplitude`` at the (sub-pixel) landmark, zeros for
             absent ones; mask (C,) bool, True where the landmark is present and inside the
             canvas. A point near or beyond the border still gets its (truncated) true Gaussian,
             but a point outside the canvas is masked out.
@@ -158,7 +174,7 @@ class HeatmapCodec:
             points_xy: (B, C, 2) model px. mask: (B, C) bool or 0/1; masked-out channels are 0.
 
         Returns:
-            (B, C, H, W) float32 heat maps, amplitude 1.0.
+            (B, C, H, W) float32 heat maps, peak ``amplitude``.
         """
         B, C, _ = points_xy.shape
         H, W = self.size
@@ -170,17 +186,23 @@ class HeatmapCodec:
         gy = _gaussian_1d(
             torch.arange(H, device=dev, dtype=torch.float64), flat[:, 1], self.sigma_px
         )
-        gx = gx.float() * mask.reshape(B * C, 1).to(torch.float32)
+        gx = gx.float() * (mask.reshape(B * C, 1).to(torch.float32) * self.amplitude)
         heat = gy.float()[:, :, None] * gx[:, None, :]  # (B*C, H, 1) * (B*C, 1, W)
         return heat.reshape(B, C, H, W)
 
     # ----------------------------------------------------------------------------- decoding
     def decode(
-        self, heatmaps: np.ndarray | torch.Tensor
+        self,
+        heatmaps: np.ndarray | torch.Tensor,
+        valid: np.ndarray | torch.Tensor | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[torch.Tensor, torch.Tensor]:
         """Landmarks from heat maps (the one decoding rule used everywhere).
 
         Rule, per channel:
+        0. With ``valid``, only the pixels where it is True count: a landmark is never placed
+           outside the image's ultrasound region (``abdus.data.masking.landmark_region``), e.g.
+           on a canvas corner in the zero padding. A channel with no valid pixel is decoded
+           on all of them.
         1. ``threshold_centroid`` (paper 2.2) gives a first estimate.
         2. Fallback to the argmax pixel when the above-threshold area is degenerate: the peak
            is not positive, or the mean falls on a pixel below the threshold (the area is split,
@@ -195,15 +217,19 @@ class HeatmapCodec:
 
         Args:
             heatmaps: (..., C, H, W) numpy array or torch tensor.
+            valid: bool, broadcastable to ``heatmaps`` (e.g. (..., 1, H, W) for one region per
+                image); None = every pixel.
 
         Returns:
             points (..., C, 2) ``(x, y)`` model px and confidence (..., C) = the channel's peak
-            heat value (1.0 for a perfect target; <= 0 means nothing was found), both float32 and
-            of the input's kind (numpy in, numpy out).
+            heat value / ``amplitude`` (1.0 for a perfect target; <= 0 means nothing was found),
+            both float32 and of the input's kind (numpy in, numpy out).
         """
         is_numpy = isinstance(heatmaps, np.ndarray)
         heat = torch.from_numpy(np.asarray(heatmaps)) if is_numpy else heatmaps
         heat = heat.detach().float()
+        if valid is not None:
+            heat = _outside_to_minus_inf(heat, valid)
         lead = heat.shape[:-2]
         H, W = heat.shape[-2:]
         flat = heat.reshape(1, -1, H, W)  # (1, N, H, W)
@@ -213,7 +239,7 @@ class HeatmapCodec:
         points = self._fallback_to_argmax(flat[0], points, peak, arg_xy)
         points = self._refine(flat[0], points)
         points = points.reshape(*lead, 2)
-        confidence = peak.reshape(lead)
+        confidence = peak.reshape(lead) / self.amplitude
         if is_numpy:
             return points.numpy(), confidence.numpy()
         return points, confidence
@@ -249,6 +275,20 @@ class HeatmapCodec:
         x = torch.where(okx, cx.float() + dx, points[:, 0])
         y = torch.where(oky, cy.float() + dy, points[:, 1])
         return torch.stack((x, y), dim=-1)
+
+
+def _outside_to_minus_inf(
+    heat: torch.Tensor, valid: np.ndarray | torch.Tensor
+) -> torch.Tensor:
+    """``heat`` with -inf where ``valid`` is False (channels with no valid pixel untouched).
+
+    -inf never passes the centroid threshold, never wins the argmax or the climb, and fails the
+    refinement's positivity test, so every step of ``decode`` respects the region as it is.
+    """
+    inside = torch.as_tensor(np.asarray(valid) if not torch.is_tensor(valid) else valid)
+    inside = inside.to(device=heat.device, dtype=torch.bool).expand_as(heat)
+    inside = inside | ~inside.flatten(-2).any(dim=-1)[..., None, None]
+    return torch.where(inside, heat, float("-inf"))
 
 
 def _climb_to_local_max(

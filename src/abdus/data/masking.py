@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from abdus.io.types import Region, UltrasoundImage
@@ -385,6 +385,20 @@ def sector_mask(
     H, W = pixels.shape
     sector = _sector_in_box(pixels, (0, 0, W, H), None if exclude is None else ~exclude, config)
     return np.ones((H, W), dtype=bool) if sector is None else sector
+
+
+def landmark_region(mask: np.ndarray) -> np.ndarray:
+    """(..., H, W) bool: where a landmark may lie, from the classification mask (True = kept).
+
+    The kept area with its holes filled: the ultrasound region, with the text and icons that
+    lie inside it (e.g. calipers burned into the image, which sit on the very landmarks) counted
+    back in; the zero padding of the model canvas and the screen around the region stay out.
+    An image with nothing kept gives all True. Used by ``HeatmapCodec.decode(valid=...)``.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    flat = mask.reshape(-1, *mask.shape[-2:])
+    region = np.stack([ndimage.binary_fill_holes(m) if m.any() else ~m for m in flat])
+    return region.reshape(mask.shape)
 
 
 def classification_mask(

@@ -25,7 +25,12 @@ from torch.utils.data import DataLoader
 
 from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
 from abdus.errors import AbdusInputError
-from abdus.evaluation.metrics import measurement_summary, radial_summary, view_metrics
+from abdus.evaluation.metrics import (
+    far_off_share,
+    measurement_summary,
+    radial_summary,
+    view_metrics,
+)
 from abdus.inference.predictor import Predictor
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array
 from abdus.taxonomy import LANDMARK_INDEX, LANDMARKS, MEASUREMENTS, TASK_BY_NAME, VIEW_INDEX, VIEWS
@@ -62,7 +67,7 @@ def predict_split(
     )
     points, views = [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        outputs = predictor.run_network(batch["image"], batch["class_image"])
+        outputs = predictor.run_network(batch["image"], batch["class_image"], batch["region"])
         points += [o.points_model for o in outputs]
         views += [-1 if o.probabilities is None else int(o.probabilities.argmax()) for o in outputs]
     transforms = [dataset.transform(i) for i in range(len(dataset))]
@@ -153,6 +158,7 @@ def compare(
     out["measurement_pairs_mm"] = {k: [list(p) for p in v] for k, v in reference_pairs.items()}
     landmarks = radial_summary(radial)
     out["landmarks"] = landmarks
+    out["landmarks_far_off"] = far_off_share(radial)
     out["landmark_radial_error_mm"] = {k: v["mean_mm"] for k, v in landmarks.items()}
     out["landmark_errors_mm"] = {k: list(map(float, v)) for k, v in radial.items()}
     e2e = measurement_summary(e2e_pairs)
@@ -207,11 +213,12 @@ def evaluate_run(
     batch_size: int = 8,
     write_report: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a trained run on ``split`` ("test", "train" or "all") of the dataset ``data``.
+    """Evaluate a trained run on ``split`` ("test", "val", "train" or "all") of ``data``.
 
-    The split is the run's own patient-level split (its seed and test fraction), so "test"
-    holds only patients the model never saw. Writes ``metrics.json`` (and the report) into
-    ``out`` (default ``<run>/evaluation``) and returns the metrics.
+    The split is the run's own patient-level split (its seed, test and validation fractions),
+    so "test" holds only patients the model never saw, not even for model selection. Writes
+    ``metrics.json`` (and the report) into ``out`` (default ``<run>/evaluation``) and returns
+    the metrics.
     """
     from abdus.inference.pbt_predictor import is_pbt_model
     from abdus.io.atomic import atomic_write_json
@@ -258,9 +265,11 @@ class _DatasetImages(Sequence):
 def _write_report(
     metrics: dict, out_dir: Path, preds: SplitPredictions, manifest: Manifest, predictor, cache
 ) -> None:
-    """report.md / report.html with the best, median and worst cases as a gallery."""
-    from abdus.evaluation.plots import gallery_cases
-    from abdus.evaluation.report import write_report
+    """report.md / report.html: learning curves, the images with a landmark off by more than
+    20 mm, the best, median and worst cases as a gallery."""
+    from abdus.evaluation.plots import find_outliers, gallery_cases, outlier_cases
+    from abdus.evaluation.report import MAX_OUTLIER_THUMBNAILS, OUTLIER_MM, write_report
+    from abdus.training.runlog import read_metrics
 
     dataset = UltrasoundDataset(
         manifest,
@@ -269,9 +278,20 @@ def _write_report(
         codec=predictor.codec,
         cache_dir=cache,
     )
-    gallery = gallery_cases(preds, _DatasetImages(dataset), k=3)
+    images = _DatasetImages(dataset)
+    gallery = gallery_cases(preds, images, k=3)
+    outliers = find_outliers(preds, OUTLIER_MM)
+    thumbnails = outlier_cases(preds, images, outliers[:MAX_OUTLIER_THUMBNAILS])
     title = f"abdus evaluation: {metrics['model']} on {metrics['split']} split"
-    write_report(metrics, out_dir, gallery=gallery, title=title)
+    write_report(
+        metrics,
+        out_dir,
+        gallery=gallery,
+        title=title,
+        history=read_metrics(metrics["run"]),
+        outliers=outliers,
+        outlier_cases=thumbnails,
+    )
 
 
 def _run_split(run_dir: Path, config, data: str | Path, split: str):
@@ -281,7 +301,13 @@ def _run_split(run_dir: Path, config, data: str | Path, split: str):
     from abdus.training.datasets import cache_dir_of
 
     manifest = load_manifest(data)
-    records = split_records(manifest, split, test_fraction=config.test_fraction, seed=config.seed)
+    records = split_records(
+        manifest,
+        split,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
     if not records:
         raise AbdusInputError(f"the {split} split has no images", data)
     return manifest, records, cache_dir_of(config, run_dir)

@@ -13,6 +13,7 @@ import numpy as np
 from abdus.taxonomy import NUM_VIEWS, VIEW_NAMES
 
 RADIAL_THRESHOLDS_MM = (2.0, 4.0, 8.0)
+FAR_OFF_MM = 20.0  # a landmark this far from the reference is a failure, not an imprecision
 
 
 def confusion_matrix(
@@ -101,3 +102,11 @@ def radial_summary(errors_mm: Mapping[str, Sequence[float]]) -> dict[str, dict]:
             row[f"within_{t:g}mm"] = float((e <= t).mean()) if e.size else None
         out[name] = row
     return out
+
+
+def far_off_share(errors_mm: Mapping[str, Sequence[float]], limit_mm: float = FAR_OFF_MM) -> dict:
+    """Over all landmarks: how many are more than ``limit_mm`` from the reference, and share."""
+    e = np.concatenate([np.asarray(v, dtype=np.float64) for v in errors_mm.values()] or [[]])
+    n_far = int((e > limit_mm).sum())
+    return {"limit_mm": limit_mm, "n": int(e.size), "n_far": n_far,
+            "share": n_far / e.size if e.size else None}  # fmt: skip

@@ -26,6 +26,7 @@ from abdus.evaluation.tables import ConfusionPanel
 from abdus.io.atomic import atomic_write_bytes
 from abdus.taxonomy import (
     LANDMARK_INDEX,
+    LANDMARKS,
     MEASUREMENTS,
     NUM_LANDMARKS,
     NUM_VIEWS,
@@ -267,15 +268,20 @@ def _mm(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.1f} mm"
 
 
-def gallery_png(cases: Sequence[GalleryCase]) -> bytes:
-    """The cases side by side: image, predicted (orange ×, solid) and reference (blue ○, dashed)
-    calipers with each pair joined, both view names, and the measurement values (mm)."""
+def gallery_png(cases: Sequence[GalleryCase], columns: int | None = None) -> bytes:
+    """The cases side by side (``columns`` per row; default all in one row): image, predicted
+    (orange ×, solid) and reference (blue ○, dashed) calipers with each pair joined, both view
+    names, and the measurement values (mm)."""
     if not cases:
         raise ValueError("no gallery cases to draw")
-    fig = Figure(figsize=(4.2 * len(cases), 5.6), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(cases)))
-    for ax, case in zip(axes, cases, strict=True):
+    columns = min(columns or len(cases), len(cases))
+    rows = math.ceil(len(cases) / columns)
+    fig = Figure(figsize=(4.2 * columns, 5.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, case in zip(axes, cases, strict=False):
         _draw_case(ax, case)
+    for ax in axes[len(cases) :]:
+        ax.set_axis_off()
     handles = [
         axes[0].plot([], [], color=PRED_COLOUR, marker="x", ls="-", label="prediction")[0],
         axes[0].plot([], [], color=REF_COLOUR, marker="o", mfc="none", ls="--",
@@ -293,20 +299,26 @@ def _task_channel_mask() -> np.ndarray:
     return mask
 
 
-def landmark_error_per_image_mm(preds: SplitPredictions) -> np.ndarray:
-    """(N,) mean radial error (mm) over the reference view's task landmarks; NaN if none.
+def landmark_errors_mm(preds: SplitPredictions) -> np.ndarray:
+    """(N, 14) radial error (mm) of each landmark of the reference view's task; NaN elsewhere.
 
     Only landmarks present in both the prediction and reader A's read count; images without a
-    reference task, a reference read or a pixel spacing are NaN.
+    reference task, a reference read or a pixel spacing are all NaN.
     """
     ref_points, ref_views = preds.reads["reference"]
     ref_views = np.asarray(ref_views)
     known = (ref_views >= 0) & (ref_views < NUM_VIEWS)
     task_mask = np.where(known[:, None], _task_channel_mask()[np.clip(ref_views, 0, None)], False)
     dist = np.hypot(*np.moveaxis(preds.points - ref_points, -1, 0)) * preds.spacing[:, None]
-    valid = task_mask & np.isfinite(dist)  # (N, 14)
+    return np.where(task_mask, dist, np.nan)
+
+
+def landmark_error_per_image_mm(preds: SplitPredictions) -> np.ndarray:
+    """(N,) mean radial error (mm) over the reference view's task landmarks; NaN if none."""
+    errors = landmark_errors_mm(preds)
+    valid = np.isfinite(errors)
     count = valid.sum(axis=1)
-    total = np.where(valid, dist, 0.0).sum(axis=1)
+    total = np.where(valid, errors, 0.0).sum(axis=1)
     return np.divide(total, count, out=np.full(len(count), np.nan), where=count > 0)
 
 
@@ -342,6 +354,46 @@ def _make_case(preds: SplitPredictions, image: np.ndarray, i: int, title: str) -
         measurements=measured,
         title=title,
     )
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """An image with a landmark off by more than the threshold: its record id, reference view,
+    and the error (mm) of every landmark of its task, worst first."""
+
+    index: int
+    image_id: str
+    ref_view: str
+    errors_mm: dict[str, float]
+
+
+def find_outliers(preds: SplitPredictions, threshold_mm: float = 20.0) -> list[Outlier]:
+    """Images with at least one landmark more than ``threshold_mm`` from reader A's, worst
+    first (by their largest error)."""
+    errors = landmark_errors_mm(preds)
+    worst = np.max(np.nan_to_num(errors, nan=-np.inf), axis=1)
+    _, ref_views = preds.reads["reference"]
+    found = []
+    for i in np.flatnonzero(worst > threshold_mm)[np.argsort(-worst[worst > threshold_mm])]:
+        by_landmark = {
+            LANDMARKS[c]: float(errors[i, c]) for c in np.argsort(-np.nan_to_num(errors[i], nan=-1))
+            if np.isfinite(errors[i, c])
+        }  # fmt: skip
+        view = VIEW_NAMES[int(ref_views[i])]
+        found.append(Outlier(int(i), preds.records[i].id, view, by_landmark))
+    return found
+
+
+def outlier_cases(
+    preds: SplitPredictions, images: Sequence[np.ndarray], outliers: Sequence[Outlier]
+) -> list[GalleryCase]:
+    """Gallery cases (thumbnails) of ``outliers``, titled with their worst landmark."""
+    cases = []
+    for o in outliers:
+        name, error = next(iter(o.errors_mm.items()))
+        title = f"{o.image_id}: {name} off by {error:.1f} mm"
+        cases.append(_make_case(preds, images[o.index], o.index, title))
+    return cases
 
 
 def gallery_cases(

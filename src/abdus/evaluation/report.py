@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from abdus.evaluation import plots
+from abdus.evaluation.curves import learning_curves_png
 from abdus.evaluation.document import Block, Bullets, Heading, Image, Paragraph, write_document
+from abdus.evaluation.metrics import FAR_OFF_MM
 from abdus.evaluation.tables import (
     MISSING,
     PAPER_SOURCE,
@@ -274,6 +276,51 @@ def _landmark_blocks(metrics: Mapping[str, Any]) -> list[Block]:
     return blocks
 
 
+def _training_blocks(history: Sequence[Mapping[str, Any]]) -> list[Block]:
+    """Learning curves of the run (validation metric per epoch, both stages)."""
+    png = learning_curves_png(history)
+    if png is None:
+        return []
+    caption = (
+        "Validation metric after every epoch of each stage (patients outside both the training "
+        "and the test split), training loss dashed; the star marks the epoch the stage kept."
+    )
+    return [Heading("Training"), Image("learning_curves.png", png, caption)]
+
+
+OUTLIER_MM = FAR_OFF_MM
+MAX_OUTLIER_THUMBNAILS = 12
+
+
+def _outlier_blocks(
+    metrics: Mapping[str, Any],
+    outliers: Sequence[plots.Outlier],
+    cases: Sequence[plots.GalleryCase],
+) -> list[Block]:
+    """Every image with a landmark off by more than 20 mm: a table and thumbnails."""
+    far = metrics.get("landmarks_far_off") or {}
+    if not far.get("n"):
+        return []
+    blocks: list[Block] = [Heading(f"Landmarks off by more than {OUTLIER_MM:g} mm")]
+    text = f"{far['n_far']} of {far['n']} landmarks ({100 * far['share']:.1f}%)"
+    blocks.append(Paragraph(f"{text} on {len(outliers)} images, against reader A."))
+    if not outliers:
+        return blocks
+    rows = tuple(
+        (o.image_id, o.ref_view,
+         ", ".join(f"{n} {e:.1f}" for n, e in o.errors_mm.items() if e > OUTLIER_MM))
+        for o in outliers
+    )  # fmt: skip
+    headers = ("image", "reference view", "landmarks off by > 20 mm (error, mm)")
+    blocks.append(Table(headers, rows, "Worst first."))
+    if cases:
+        caption = (
+            f"The {len(cases)} worst: prediction orange × (solid), reader A blue ○ (dashed)."
+        )
+        blocks.append(Image("outliers.png", plots.gallery_png(cases, columns=4), caption))
+    return blocks
+
+
 def _gallery_blocks(gallery: Sequence[plots.GalleryCase]) -> list[Block]:
     if not gallery:
         return []
@@ -308,19 +355,27 @@ def write_report(
     *,
     gallery: Sequence[plots.GalleryCase] = (),
     title: str = "abdus evaluation",
+    history: Sequence[Mapping[str, Any]] = (),
+    outliers: Sequence[plots.Outlier] = (),
+    outlier_cases: Sequence[plots.GalleryCase] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (PNGs beside it) and self-contained ``report.html``; return both.
 
     ``metrics``: the dict of ``evaluate_predictions`` plus top-level context keys (any may be
-    missing); ``gallery``: cases from ``plots.gallery_cases``. All writes are atomic.
+    missing); ``gallery``: cases from ``plots.gallery_cases``; ``history``: the run's epoch
+    records (learning curves); ``outliers`` / ``outlier_cases``: images with a landmark off
+    by more than 20 mm (``plots.find_outliers``) and thumbnails of the worst. All writes are
+    atomic.
     """
     blocks: list[Block] = [
         *_context_blocks(metrics),
         *_summary_blocks(metrics),
         *_basis_blocks(metrics),
+        *_training_blocks(history),
         *_view_blocks(metrics),
         *_measurement_blocks(metrics),
         *_landmark_blocks(metrics),
+        *_outlier_blocks(metrics, outliers, outlier_cases),
         *_gallery_blocks(gallery),
         *_truth_blocks(metrics),
     ]

@@ -107,7 +107,7 @@ def _phantom_feeds(loaded: LoadedModel, folder: Path, count: int = 8) -> list[di
     for k, view in enumerate(VIEW_NAMES[: max(1, count)]):
         image = read_any(generated_dicom(folder, view, seed=100 + k))[0]
         pre = preprocess_image(image, loaded.config.preprocess)
-        images, classes = as_batch([pre])
+        images, classes, _ = as_batch([pre])
         feeds.append({"image": images.numpy(), "class_image": classes.numpy()})
     return feeds
 
@@ -170,13 +170,15 @@ def end_to_end(
     image = read_any(path)[0]
     t1 = time.perf_counter()
     pre = preprocess_image(image, predictor.preprocess)
-    images, classes = as_batch([pre])
+    images, classes, regions = as_batch([pre])
     t2 = time.perf_counter()
     logits, heatmaps = predictor.backend.run(images, classes)
     _sync(device)
     t3 = time.perf_counter()
     views = [view] if view else None
-    out = predictor.decode_outputs(logits, heatmaps, views=views, task_only=task_only)[0]
+    out = predictor.decode_outputs(
+        logits, heatmaps, regions=regions, views=views, task_only=task_only
+    )[0]
     json.dumps(predictor.interpret(out, pre, image, view=view).to_json())
     t4 = time.perf_counter()
     return {"read": t1 - t0, "preprocess": t2 - t1, "network": t3 - t2, "decode": t4 - t3}
@@ -209,11 +211,11 @@ def gpu_figures(loaded: LoadedModel, path: Path, view: str | None, repeats: int)
         backend = TorchBackend(copy.deepcopy(loaded.model), device="cuda", bf16=bf16)
         predictor = Predictor(backend, cfg, loaded.codec, model_id=loaded.model_id)
         latency = time_backend(lambda p=predictor: end_to_end(p, path, view), repeats, 3)
-        images, classes = as_batch([pre] * 32)
+        images, classes, regions = as_batch([pre] * 32)
 
-        def batch(p: Predictor = predictor, x=images, c=classes) -> dict[str, float]:
+        def batch(p: Predictor = predictor, x=images, c=classes, r=regions) -> dict[str, float]:
             start = time.perf_counter()
-            p.run_network(x, c, task_only=True)
+            p.run_network(x, c, r, task_only=True)
             _sync(p.device)
             return {"batch": time.perf_counter() - start}
 
@@ -308,7 +310,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _load_target(target: str, size: int | None, depth: str | None) -> tuple[LoadedModel, bool]:
-    from abdus.training.presets import PRESETS
+    from abdus.choices import PRESETS
 
     if target in PRESETS:
         return preset_model(target, size=size, depth=depth), True

@@ -70,8 +70,8 @@ def collect_outputs(
         index = batch["index"].tolist()
         for predictor, (views, points) in zip(predictors, found, strict=True):
             outs = predictor.run_network(
-                batch["image"], batch["class_image"], views=[views_of[i] for i in index],
-                task_only=True,
+                batch["image"], batch["class_image"], batch["region"],
+                views=[views_of[i] for i in index], task_only=True,
             )  # fmt: skip
             views += [
                 -1 if o.probabilities is None else int(o.probabilities.argmax()) for o in outs

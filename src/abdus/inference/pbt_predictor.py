@@ -53,11 +53,13 @@ class PBTPredictor(Predictor):
         self,
         images: torch.Tensor,
         class_images: torch.Tensor,
+        regions: torch.Tensor | None = None,
         *,
         views: Sequence[str | None] | None = None,
         task_only: bool = False,
     ) -> list[NetworkOutput]:
-        """PBT detection on each (1, H, W) model-canvas image for its given view's task."""
+        """PBT detection on each (1, H, W) model-canvas image for its given view's task (its
+        coarse-to-fine search has its own shape priors; ``regions`` is not used)."""
         if views is None or any(v is None for v in views):
             raise AbdusInputError("the PBT baseline does not classify views: give the view")
         outputs = []

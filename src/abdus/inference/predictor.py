@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.masking import landmark_region
 from abdus.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import NetworkBackend, OnnxBackend, TorchBackend, check_backend
@@ -154,34 +155,45 @@ class Predictor:
         self,
         images: torch.Tensor,
         class_images: torch.Tensor,
+        regions: torch.Tensor | np.ndarray | None = None,
         *,
         views: Sequence[str | None] | None = None,
         task_only: bool = False,
     ) -> list[NetworkOutput]:
-        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs.
+        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs (the
+        first two of ``as_batch``).
 
+        ``regions``: (B, 1, H, W) bool, where each image's landmarks may lie
+        (``abdus.data.masking.landmark_region``); None = anywhere on the canvas.
         ``task_only``: decode only the heat maps of each image's view task (``views[i]`` when
         given, else the predicted view): 2-4 of 14 channels, so decoding costs a fraction (the
         other landmarks are NaN with confidence 0). Default: all 14 channels.
         """
         logits, heatmaps = self.backend.run(images, class_images)
-        return self.decode_outputs(logits, heatmaps, views=views, task_only=task_only)
+        return self.decode_outputs(
+            logits, heatmaps, regions=regions, views=views, task_only=task_only
+        )
 
     def decode_outputs(
         self,
         logits: torch.Tensor | None,
         heatmaps: torch.Tensor | None,
         *,
+        regions: torch.Tensor | np.ndarray | None = None,
         views: Sequence[str | None] | None = None,
         task_only: bool = False,
     ) -> list[NetworkOutput]:
-        """Softmax the logits (B, 11) and decode the heat maps (B, 14, H, W) with the codec."""
+        """Softmax the logits (B, 11) and decode the heat maps (B, 14, H, W) with the codec,
+        inside ``regions`` (B, 1, H, W) bool when given."""
         b = (logits if logits is not None else heatmaps).shape[0]
         probs = None if logits is None else torch.softmax(logits.float(), dim=1).cpu().numpy()
         points = np.full((b, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
         conf = np.zeros((b, NUM_LANDMARKS), dtype=np.float32)
+        if regions is not None:
+            device = heatmaps.device if heatmaps is not None else "cpu"
+            regions = torch.as_tensor(regions).to(device)
         if heatmaps is not None and not task_only:
-            points_t, conf_t = self.codec.decode(heatmaps.float())
+            points_t, conf_t = self.codec.decode(heatmaps.float(), regions)
             points, conf = points_t.cpu().numpy(), conf_t.cpu().numpy()
         elif heatmaps is not None:
             for i in range(b):
@@ -191,7 +203,8 @@ class Predictor:
                 channels = landmark_channels_of_view(view) if view else range(NUM_LANDMARKS)
                 if channels:  # a task's channels are consecutive (taxonomy order)
                     lo, hi = min(channels), max(channels) + 1
-                    p, c = self.codec.decode(heatmaps[i, lo:hi].float())
+                    region = None if regions is None else regions[i]
+                    p, c = self.codec.decode(heatmaps[i, lo:hi].float(), region)
                     points[i, lo:hi], conf[i, lo:hi] = p.cpu().numpy(), c.cpu().numpy()
         return [
             NetworkOutput(None if probs is None else probs[i], points[i], conf[i]) for i in range(b)
@@ -281,8 +294,12 @@ def _inside(point_xy: np.ndarray, shape: tuple[int, int]) -> bool:
     return -0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5
 
 
-def as_batch(pres: Sequence[PreprocessedImage]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, H, W) landmark and classification inputs from preprocessed images."""
+def as_batch(
+    pres: Sequence[PreprocessedImage],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 1, H, W) landmark input, classification input and landmark region (bool, where each
+    image's landmarks may be decoded: ``landmark_region``) from preprocessed images."""
     images = torch.from_numpy(np.stack([p.pixels for p in pres]))[:, None]
     class_images = torch.from_numpy(np.stack([p.classification_pixels for p in pres]))[:, None]
-    return images, class_images
+    regions = torch.from_numpy(landmark_region(np.stack([p.mask for p in pres])))[:, None]
+    return images, class_images, regions

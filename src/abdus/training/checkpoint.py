@@ -35,6 +35,7 @@ from abdus.training.distributed import unwrap
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
+BEST_NAME = "best.pt"  # the best validation epoch of the stage being trained (model format)
 CHECKPOINT_FORMAT = "abdus-checkpoint"
 MODEL_FORMAT = "abdus-model"
 FORMAT_VERSION = 1
@@ -50,6 +51,7 @@ class Progress:
     epoch: int = 0
     global_step: int = 0
     best: dict[str, float] = field(default_factory=dict)
+    stale_epochs: int = 0  # validated epochs of this stage since its best one (patience)
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -119,9 +121,18 @@ def save_checkpoint(
         torch.save(payload, tmp)
 
 
-def save_model(path: str | Path, *, config: TrainConfig, codec: HeatmapCodec, model: nn.Module):
-    """Write the final model file (weights + descriptors, no optimizer) atomically."""
-    payload = {"format": MODEL_FORMAT, "version": FORMAT_VERSION}
+def save_model(
+    path: str | Path,
+    *,
+    config: TrainConfig,
+    codec: HeatmapCodec,
+    model: nn.Module,
+    selection: dict[str, Any] | None = None,
+):
+    """Write a model file (weights + descriptors, no optimizer) atomically. ``selection``:
+    how its weights were chosen, e.g. ``{"landmarks": {"epoch": 12, "landmark_error_mm":
+    4.1}}`` per stage (the best validation epoch)."""
+    payload = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "selection": selection or {}}
     payload.update(_descriptors(config, codec, model))
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -30,11 +30,14 @@ from typing import Any
 
 import yaml
 
+from abdus.data.dataset import AugmentConfig
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
 from abdus.io.atomic import atomic_write_text
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+VIEW_INITS = ("scratch", "landmark")
 REDUCTIONS = ("sum", "mean")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 MODEL_NAMES = ("mgcn_r", "mgcn", "mfcn", "sfcn", "stl")
@@ -64,15 +67,29 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One training stage: epochs, images per batch (per process) and its optimizer."""
+    """One training stage: epochs, images per batch (per process), its optimizer, and how the
+    learning rate moves.
+
+    ``schedule``: "constant" (the paper) or "cosine" (decays to 0 at the stage's last step,
+    Loshchilov & Hutter 2017). ``warmup_epochs``: the learning rate rises linearly from 0
+    over this many epochs first (Goyal et al. 2017). ``patience``: stop the stage after this
+    many epochs without a better validation score (0 = run every epoch); either way the stage
+    ends on its best validation epoch.
+    """
 
     epochs: int = 1
     batch_size: int = 4
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"stage needs epochs >= 0 and batch_size >= 1, got {self}")
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        if self.warmup_epochs < 0 or self.patience < 0:
+            raise ValueError(f"warmup_epochs and patience must be >= 0, got {self}")
 
 
 @dataclass(frozen=True)
@@ -85,12 +102,15 @@ class LossConfig:
     adversarial: float = 1.0
     view: float = 1.0
     reduction: str = "mean"  # Eq. 2; see the module docstring
+    label_smoothing: float = 0.0  # of the view cross entropy (0 = Eq. 1 as printed)
 
     def __post_init__(self) -> None:
         _check_choice("loss reduction", self.reduction, REDUCTIONS)
         weights = (self.regression, self.location, self.adversarial, self.view)
         if any(w < 0 for w in weights):
             raise ValueError(f"loss weights must be >= 0, got {self}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 @dataclass(frozen=True)
@@ -101,7 +121,11 @@ class TrainConfig:
     Stages (paper 2.2): ``stage1`` trains the landmark path (shared stages + landmark stages +
     decoder; discriminator with ``discriminator`` optimizer), ``stage2`` the view classifier with
     the shared and landmark parts frozen. Which stages a model runs depends on its variant
-    (``trainer.STAGES_OF_MODEL``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1.
+    (``loops.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1.
+
+    ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
+    ``view_init``: how stage 2 starts the view path's copy of stages 3-4: "scratch" (random,
+    the paper) or "landmark" (a copy of the trained landmark stages 3-4).
     """
 
     model: str = "mgcn_r"
@@ -109,16 +133,20 @@ class TrainConfig:
     discriminator_options: dict[str, Any] = field(default_factory=dict)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     sigma_mm: float = 3.0
+    heatmap_amplitude: float = 1.0
     loss: LossConfig = field(default_factory=LossConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
     discriminator: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig("adam", 2e-4, betas=(0.5, 0.999))
     )
+    view_init: str = "scratch"
     seed: int = 0
     preset: str = "custom"  # the preset it was resolved from (tiny, demo, paper), for reports
     test_fraction: float = 0.2
+    val_fraction: float = 0.1  # of all patients, taken from the training side (splits.py)
     augment: bool = False
+    augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # ranges, when augment
     num_workers: int = 0
     amp: str = "auto"
     channels_last: bool = False
@@ -131,12 +159,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODEL_NAMES)
         _check_choice("amp mode", self.amp, AMP_MODES)
+        _check_choice("view_init", self.view_init, VIEW_INITS)
+        if not self.heatmap_amplitude > 0:
+            raise ValueError(f"heatmap_amplitude must be > 0, got {self.heatmap_amplitude}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
         if not self.sigma_mm > 0:
             raise ValueError(f"sigma_mm must be > 0, got {self.sigma_mm}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0 - self.test_fraction:
+            raise ValueError(
+                f"val_fraction must be in [0, 1 - test_fraction), got {self.val_fraction}"
+            )
         if self.num_workers < 0 or self.evaluate_every < 0 or self.log_every < 1:
             raise ValueError("num_workers, evaluate_every must be >= 0 and log_every >= 1")
 
@@ -146,7 +181,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a complete or partial dict (missing fields keep their defaults)."""
+        """Build from a complete or partial dict (missing fields keep their defaults), e.g. a
+        run's saved config. A saved config without ``val_fraction`` was written before runs
+        had a validation split: it keeps none (0), so its train split stays what it was."""
+        if data and "val_fraction" not in data:
+            data = {**data, "val_fraction": 0.0}
         return apply_overrides(cls(), data)
 
 

@@ -5,6 +5,9 @@ organs are shuffled together in every batch (paper 2.2: "each batch can include 
 different organs"). Images whose view has no landmark task ("others", liver trans, left liver)
 are left out of stage 1: they would contribute no loss (Eq. 2 sums over the landmarks an image
 has) and only cost time. Stage 2 (views) trains on every training image.
+
+After every epoch the model is scored on the validation patients (``config.val_fraction``),
+never on the test patients: the test split is for ``abdus evaluate`` alone.
 """
 
 from __future__ import annotations
@@ -32,27 +35,27 @@ CACHE_NAME = "cache"  # the run folder's preprocessed-sample cache (when cache_d
 
 @dataclass
 class TrainingData:
-    """The datasets of a run. ``train`` / ``test`` hold every image of their split;
+    """The datasets of a run. ``train`` / ``val`` hold every image of their split;
     ``*_landmark_indices`` index the images with at least one annotated landmark."""
 
     manifest_path: Path
     train: Dataset
-    test: Dataset | None
+    val: Dataset | None
     train_landmark_indices: list[int]
-    test_landmark_indices: list[int]
+    val_landmark_indices: list[int]
 
     def stage_train_set(self, stage: str) -> Dataset:
         """Training images of ``stage``: annotated ones for landmarks, all for views."""
         return Subset(self.train, self.train_landmark_indices) if stage == LANDMARKS else self.train
 
-    def stage_test_set(self, stage: str) -> Dataset | None:
-        """Held-out images evaluated after each epoch of ``stage`` (None: nothing to test)."""
-        if self.test is None:
+    def stage_val_set(self, stage: str) -> Dataset | None:
+        """Validation images scored after each epoch of ``stage`` (None: none to score)."""
+        if self.val is None:
             return None
         if stage == LANDMARKS:
-            idx = self.test_landmark_indices
-            return Subset(self.test, idx) if idx else None
-        return self.test
+            idx = self.val_landmark_indices
+            return Subset(self.val, idx) if idx else None
+        return self.val
 
 
 def _tasks_with_landmarks(records) -> set[str]:
@@ -107,7 +110,12 @@ def load_training_data(
     """
     manifest = load_manifest(data)
     path = Path(data)
-    split = split_by_patient(manifest.records, test_fraction=config.test_fraction, seed=config.seed)
+    split = split_by_patient(
+        manifest.records,
+        test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
     if not split["train"]:
         raise AbdusInputError("no training images (empty manifest or training split)", path)
     check_landmark_coverage(split["train"], config, stages, path)
@@ -121,21 +129,26 @@ def load_training_data(
             "build_workers": config.num_workers if ctx.is_main else 0,
         }
         train = UltrasoundDataset(
-            manifest, split["train"], augment=config.augment, seed=config.seed, **common
+            manifest,
+            split["train"],
+            augment=config.augment,
+            augment_config=config.augmentation,
+            seed=config.seed,
+            **common,
         )
-        test = UltrasoundDataset(manifest, split["test"], **common) if split["test"] else None
-        return train, test
+        val = UltrasoundDataset(manifest, split["val"], **common) if split["val"] else None
+        return train, val
 
     if ctx.is_main:
-        train, test = build()
+        train, val = build()
     barrier(ctx)
     if not ctx.is_main:
-        train, test = build()
+        train, val = build()
 
     def annotated(records) -> list[int]:
         return [i for i, r in enumerate(records) if r.reference.landmarks]
 
-    return TrainingData(path, train, test, annotated(split["train"]), annotated(split["test"]))
+    return TrainingData(path, train, val, annotated(split["train"]), annotated(split["val"]))
 
 
 def make_loader(

@@ -154,3 +154,8 @@ def all_reduce_sums(values: torch.Tensor, ctx: DistributedContext) -> torch.Tens
         values = values.clone()
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
+
+
+def reduce_device(ctx: DistributedContext) -> torch.device:
+    """Where tensors must be for a collective: the GPU under NCCL, else the CPU."""
+    return ctx.device if ctx.backend == "nccl" else torch.device("cpu")

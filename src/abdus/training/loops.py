@@ -26,7 +26,12 @@ from abdus.data.heatmaps import HeatmapCodec
 from abdus.errors import AbdusInputError
 from abdus.losses import LossWeights, discriminator_loss, landmark_losses, view_loss
 from abdus.training.config import OptimizerConfig
-from abdus.training.distributed import DistributedContext, all_reduce_sums, average_gradients
+from abdus.training.distributed import (
+    DistributedContext,
+    all_reduce_sums,
+    average_gradients,
+    reduce_device,
+)
 from abdus.training.runtime import autocast
 
 
@@ -107,6 +112,31 @@ def make_optimizer(spec: OptimizerConfig, parameters: Iterable[nn.Parameter]):
     return cls(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
 
 
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """The learning rate of every optimizer step of one stage: a linear warm-up from 0 over
+    ``warmup_steps``, then ``kind`` ("constant", or "cosine" down to 0 at ``total_steps``).
+    A pure function of the step, so a resumed run continues it without any saved state."""
+
+    base_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    kind: str = "constant"
+
+    def at(self, step: int) -> float:
+        """The learning rate of stage step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return self.base_lr
+        done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self.at(step)
+
+
 @dataclass
 class StepTools:
     """What a training step needs besides the batch."""
@@ -120,6 +150,9 @@ class StepTools:
     weights: LossWeights | None = None
     reduction: str = "mean"
     threshold: float = 0.75
+    amplitude: float = 1.0  # of the heat-map targets (HeatmapCodec.amplitude)
+    label_smoothing: float = 0.0
+    schedule: LearningRateSchedule | None = None  # None: the optimizer's lr throughout
     discriminator: nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None
 
@@ -157,8 +190,9 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
         tools.d_optimizer.zero_grad(set_to_none=True)
         with autocast(device, tools.amp_dtype):
             d_parts = discriminator_loss(
-                D, batch["image"], batch["heatmaps"], outputs["heatmaps"], batch["landmark_mask"]
-            )
+                D, batch["image"], batch["heatmaps"], outputs["heatmaps"], batch["landmark_mask"],
+                tools.amplitude,
+            )  # fmt: skip
         scaler.scale(d_parts["loss"]).backward()
         average_gradients(list(D.parameters()), tools.ctx)
         scaler.step(tools.d_optimizer)
@@ -172,6 +206,7 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
             D,
             reduction=tools.reduction,
             threshold=tools.threshold,
+            amplitude=tools.amplitude,
         )
     tools.optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"]).backward()
@@ -184,7 +219,7 @@ def view_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, tor
     """One stage-2 step: cross entropy on the masked classification input."""
     with autocast(tools.ctx.device, tools.amp_dtype):
         logits = tools.network(batch["class_image"])
-    losses = view_loss(logits.float(), batch["view"], batch.get("has_view"))
+    losses = view_loss(logits.float(), batch["view"], batch.get("has_view"), tools.label_smoothing)
     tools.optimizer.zero_grad(set_to_none=True)
     tools.scaler.scale(losses["loss"]).backward()
     tools.scaler.step(tools.optimizer)
@@ -201,10 +236,12 @@ def train_epoch(
     tools: StepTools,
     *,
     description: str,
+    first_step: int = 0,
     on_step=None,
 ) -> dict[str, float]:
     """Run one epoch; return the image-weighted mean of each loss part over all ranks.
 
+    ``first_step``: the stage step of the epoch's first batch (for ``tools.schedule``).
     ``on_step(parts)`` is called after each step with the step's float losses (for logging).
     A non-finite loss stops training (TrainingDivergedError) before NaN weights are saved.
     """
@@ -213,8 +250,10 @@ def train_epoch(
     images = 0
     # A live bar on a terminal (rank 0); logs get the one-line epoch summary instead.
     bar = tqdm(loader, desc=description, leave=False, disable=None if tools.ctx.is_main else True)
-    for raw in bar:
+    for index, raw in enumerate(bar):
         batch = to_device(raw, tools)
+        if tools.schedule is not None:
+            tools.schedule.apply(tools.optimizer, first_step + index)
         parts = {k: float(v.detach()) for k, v in step(batch, tools).items()}
         if not math.isfinite(parts["loss"]):
             raise TrainingDivergedError(
@@ -230,15 +269,11 @@ def train_epoch(
             on_step(parts)
     keys = sorted(totals)
     summed = torch.tensor([totals[k] for k in keys] + [images], dtype=torch.float64)
-    summed = all_reduce_sums(summed.to(_reduce_device(tools.ctx)), tools.ctx).cpu()
+    summed = all_reduce_sums(summed.to(reduce_device(tools.ctx)), tools.ctx).cpu()
     count = max(float(summed[-1]), 1.0)
     result = {k: float(v) / count for k, v in zip(keys, summed[:-1].tolist(), strict=True)}
     result["images"] = float(summed[-1])
     return result
-
-
-def _reduce_device(ctx: DistributedContext) -> torch.device:
-    return ctx.device if ctx.backend == "nccl" else torch.device("cpu")
 
 
 @torch.inference_mode()
@@ -282,7 +317,7 @@ def evaluate(
 
 def _add_landmark_errors(sums: dict, heatmaps: torch.Tensor, batch: dict, codec) -> None:
     """Accumulate Euclidean errors (B, 14) of decoded vs true landmarks, model px and mm."""
-    points, _ = codec.decode(heatmaps)  # (B, 14, 2) model px
+    points, _ = codec.decode(heatmaps, batch.get("region"))  # (B, 14, 2) model px
     points = torch.as_tensor(points, device=heatmaps.device, dtype=torch.float32)
     error_px = (points - batch["landmarks"].float()).norm(dim=-1)  # (B, 14)
     present = batch["landmark_mask"].bool()

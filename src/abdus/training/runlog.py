@@ -1,12 +1,13 @@
 """What a run writes while it trains (rank 0 only): ``metrics.jsonl`` and TensorBoard logs.
 
 ``metrics.jsonl`` has one JSON object per finished epoch: stage, epoch (1-based within the
-stage), global step, train loss parts (image-weighted means), held-out metrics (``test``:
-``landmark_error_mm`` / ``landmark_error_px`` in stage 1, ``view_accuracy`` in stage 2), the
-learning rate, seconds and images per second. The epoch history also lives in the checkpoint,
-and the file is rewritten from it atomically after every epoch, so after a kill and
-``--resume`` it lists every epoch exactly once. TensorBoard events go to ``<run>/tensorboard``;
-a resumed run purges events past the checkpoint's global step.
+stage), global step, train loss parts (image-weighted means), validation metrics (``val``:
+``landmark_error_mm`` / ``landmark_error_px`` in stage 1, ``view_accuracy`` in stage 2; runs
+of abdus 0.1 scored the test patients here, under ``test``), ``best`` (the stage's best
+validation epoch so far), the learning rate, seconds and images per second. The epoch
+history also lives in the checkpoint, and the file is rewritten from it atomically after every
+epoch, so after a kill and ``--resume`` it lists every epoch exactly once. TensorBoard events
+go to ``<run>/tensorboard``; a resumed run purges events past the checkpoint's global step.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class RunLog:
         step = int(record["global_step"])
         stage = record["stage"]
         self.scalars(f"{stage}/epoch_train", record.get("train", {}), step)
-        self.scalars(f"{stage}/test", record.get("test") or {}, step)
+        self.scalars(f"{stage}/val", record.get("val") or {}, step)
         self._writer.flush()
         self._write_metrics()
 

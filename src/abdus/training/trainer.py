@@ -6,9 +6,15 @@ locked (Adam). Which stages run depends on the variant (``loops.stages_of``): mg
 mgcn / mfcn / sfcn the landmark stage, stl the view stage.
 
 A run folder holds ``config.yaml`` (resolved config), ``checkpoint.pt`` (rewritten atomically
-after every epoch), ``metrics.jsonl``, ``tensorboard/``, ``cache/`` (preprocessed samples unless
-``cache_dir`` says otherwise) and, when training ends, ``model.pt``. ``resume=True`` continues
-from the checkpoint with the run's saved config, losing at most the epoch that was running.
+after every epoch), ``best.pt`` (the best validation epoch of the stage being trained),
+``metrics.jsonl``, ``tensorboard/``, ``cache/`` (preprocessed samples unless ``cache_dir`` says
+otherwise) and, when training ends, ``model.pt``. ``resume=True`` continues from the checkpoint
+with the run's saved config, losing at most the epoch that was running.
+
+Model selection sees the validation patients only (``config.val_fraction``): after every epoch
+the stage's metric is measured on them, a better value is kept in ``best.pt``, a stage may stop
+early (``patience``), and every stage ends on its best epoch's weights. So ``model.pt`` holds
+the best validation epoch of each stage; the test patients are left for ``abdus evaluate``.
 
 Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set) every process calls ``train``; they
 train one model with DDP, and rank 0 alone evaluates and writes files (multi-machine runs need
@@ -42,14 +48,18 @@ from abdus.training.datasets import (
 )
 from abdus.training.distributed import (
     DistributedContext,
+    all_reduce_sums,
     barrier,
     cleanup,
     init_distributed,
+    reduce_device,
     wrap_model,
 )
 from abdus.training.loops import (
     LANDMARKS,
+    VIEWS,
     LandmarkNetwork,
+    LearningRateSchedule,
     StepTools,
     ViewNetwork,
     evaluate,
@@ -92,9 +102,32 @@ def build_networks(config: TrainConfig, path: Path | None = None):
 
 
 def codec_of(config: TrainConfig) -> HeatmapCodec:
-    """The heat-map codec of a config: Gaussian ``sigma_mm`` at the model pixel spacing."""
+    """The heat-map codec of a config: Gaussian ``sigma_mm`` at the model pixel spacing, peak
+    ``heatmap_amplitude``."""
     p = config.preprocess
-    return HeatmapCodec.from_mm(p.size, config.sigma_mm, p.spacing_mm)
+    return HeatmapCodec.from_mm(
+        p.size, config.sigma_mm, p.spacing_mm, amplitude=config.heatmap_amplitude
+    )
+
+
+def stage_schedule(spec, steps_per_epoch: int) -> LearningRateSchedule | None:
+    """The learning-rate schedule of a stage (None: the optimizer's constant lr, no warm-up)."""
+    if spec.schedule == "constant" and spec.warmup_epochs == 0:
+        return None
+    return LearningRateSchedule(
+        base_lr=spec.optimizer.lr,
+        total_steps=spec.epochs * steps_per_epoch,
+        warmup_steps=round(spec.warmup_epochs * steps_per_epoch),
+        kind=spec.schedule,
+    )
+
+
+def init_view_path(model: nn.Module, how: str) -> None:
+    """Start the view path's stages 3-4 for stage 2: "scratch" keeps the random init (paper);
+    "landmark" copies the trained landmark stages 3-4 (same architecture), so the view path
+    starts from features that already describe the organs."""
+    if how == "landmark" and hasattr(model, "view_stages"):
+        model.view_stages.load_state_dict(model.landmark_stages.state_dict())
 
 
 def build_step_tools(
@@ -123,6 +156,8 @@ def build_step_tools(
         weights=LossWeights(**weights, view=config.loss.view),
         reduction=config.loss.reduction,
         threshold=codec_of(config).threshold,
+        amplitude=config.heatmap_amplitude,
+        label_smoothing=config.loss.label_smoothing,
     )
     if stage == LANDMARKS and discriminator is not None:
         tools.discriminator = discriminator
@@ -179,13 +214,16 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- stages
     def run(self) -> None:
-        """Train the stages not yet finished, in the paper's order."""
+        """Train the stages not yet finished, in the paper's order; each ends on its best
+        validation epoch."""
         start = self.stages.index(self.progress.stage)
         for stage in self.stages[start:]:
             if stage != self.progress.stage:
                 self.progress.stage, self.progress.epoch = stage, 0
+                self.progress.stale_epochs = 0
                 self._optimizer_states = {}
             self.run_stage(stage)
+            self._restore_best(stage)
 
     def _tools(self, stage: str) -> StepTools:
         """The stage's step tools, with optimizer states restored when resuming into it."""
@@ -204,14 +242,18 @@ class Trainer:
         return tools
 
     def run_stage(self, stage: str) -> None:
-        """Train ``stage`` from epoch ``progress.epoch`` to its configured epoch count."""
+        """Train ``stage`` from epoch ``progress.epoch`` to its configured epoch count, or until
+        ``patience`` epochs pass without a better validation score."""
         spec = getattr(self.config, STAGE_FIELD[stage])
         if self.progress.epoch >= spec.epochs:
             return
+        if stage == VIEWS and self.progress.epoch == 0:
+            init_view_path(self.model, self.config.view_init)
         tools = self._tools(stage)
         loader = make_loader(
             self.data.stage_train_set(stage), spec.batch_size, self.config, self.ctx, True
         )
+        tools.schedule = stage_schedule(spec, len(loader))
         for epoch in range(self.progress.epoch, spec.epochs):
             set_train_mode(self.model, stage)
             if tools.discriminator is not None:
@@ -223,6 +265,7 @@ class Trainer:
                 loader,
                 tools,
                 description=f"{stage} {epoch + 1}/{spec.epochs}",
+                first_step=epoch * len(loader),
                 on_step=lambda parts, s=stage: self._on_step(s, parts),
             )
             seconds = time.perf_counter() - began
@@ -234,43 +277,91 @@ class Trainer:
                 "seconds": round(seconds, 3),
                 "images_per_s": round(train_parts.pop("images") / max(seconds, 1e-9), 2),
                 "train": train_parts,
-                "test": self._evaluate(stage, epoch, spec.epochs),
+                "val": self._validate(stage, epoch, spec.epochs),
             }
-            self.progress.epoch = epoch + 1
-            self._update_best(stage, record["test"])
+            record["best"] = self._update_best(stage, record["val"])
+            stop = self._out_of_patience(spec.patience)
+            self.progress.epoch = spec.epochs if stop else epoch + 1
+            if stop:
+                record["early_stop"] = True
             self._end_of_epoch(record, tools)
             if self.ctx.is_main:
                 tqdm.write(epoch_summary(record, spec.epochs), file=sys.stderr)
+            if stop:
+                break
 
     def _on_step(self, stage: str, parts: dict[str, float]) -> None:
         self.progress.global_step += 1
         if self.progress.global_step % self.config.log_every == 0:
             self.log.scalars(f"{stage}/train", parts, self.progress.global_step)
 
-    def _evaluate(self, stage: str, epoch: int, epochs: int) -> dict[str, float] | None:
-        """Held-out metrics on rank 0 (None when not due or nothing to test)."""
+    def _validate(self, stage: str, epoch: int, epochs: int) -> dict[str, float] | None:
+        """Validation metrics on rank 0 (None when not due or no validation patients)."""
         every = self.config.evaluate_every
         due = every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
-        test_set = self.data.stage_test_set(stage)
-        if not (due and self.ctx.is_main and test_set is not None):
+        val_set = self.data.stage_val_set(stage)
+        if not (due and self.ctx.is_main and val_set is not None):
             return None
         spec = getattr(self.config, STAGE_FIELD[stage])
         loader = torch.utils.data.DataLoader(
-            test_set,
+            val_set,
             batch_size=spec.batch_size,
             num_workers=self.config.num_workers,
             generator=torch.Generator().manual_seed(self.config.seed),  # global RNG untouched
         )
         return evaluate(self.model, loader, self.codec, stage, self.ctx.device, self.amp_dtype)
 
-    def _update_best(self, stage: str, test: dict[str, float] | None) -> None:
+    def _update_best(self, stage: str, val: dict[str, float] | None) -> bool:
+        """Keep a better validation score (rank 0): ``progress.best`` and ``best.pt``.
+        Returns whether this epoch is the stage's best so far."""
         name, higher = BEST_METRIC[stage]
-        value = (test or {}).get(name)
+        value = (val or {}).get(name)
         if value is None or value != value:  # not measured, or NaN
-            return
+            return False
         best = self.progress.best.get(name)
-        if best is None or (value > best if higher else value < best):
-            self.progress.best[name] = float(value)
+        if best is not None and not (value > best if higher else value < best):
+            self.progress.stale_epochs += 1
+            return False
+        self.progress.best[name] = float(value)
+        self.progress.stale_epochs = 0
+        selection = {stage: {"epoch": self.progress.epoch + 1, name: float(value)}}
+        ckpt.save_model(
+            self.run_dir / ckpt.BEST_NAME,
+            config=self.config,
+            codec=self.codec,
+            model=self.model,
+            selection=selection,
+        )
+        return True
+
+    def _out_of_patience(self, patience: int) -> bool:
+        """Whether every rank stops the stage now (rank 0 decides: it alone validates)."""
+        stop = float(patience > 0 and self.ctx.is_main and self.progress.stale_epochs >= patience)
+        flag = torch.tensor([stop], dtype=torch.float64, device=reduce_device(self.ctx))
+        return bool(all_reduce_sums(flag, self.ctx)[0] > 0)
+
+    def _restore_best(self, stage: str) -> None:
+        """Load the stage's best validation weights (``best.pt``), on every rank. Nothing to
+        do when the stage was never validated (no validation split): its last epoch stands."""
+        barrier(self.ctx)
+        path = self.run_dir / ckpt.BEST_NAME
+        if not path.is_file():
+            return
+        payload = ckpt.load_checkpoint(path)
+        if stage not in payload.get("selection", {}):
+            return  # the best file of an earlier stage: this stage was not validated
+        self.model.load_state_dict(payload["model"]["state"])
+
+    def selection(self) -> dict[str, dict[str, Any]]:
+        """Per stage, the epoch whose weights the model keeps and its validation score."""
+        chosen: dict[str, dict[str, Any]] = {}
+        for record in self.log.history:
+            if record.get("best"):
+                name = BEST_METRIC[record["stage"]][0]
+                chosen[record["stage"]] = {
+                    "epoch": record["epoch"], name: record["val"][name]
+                }  # fmt: skip
+        return chosen
 
     def _end_of_epoch(self, record: dict[str, Any], tools: StepTools) -> None:
         """Checkpoint then metrics, by rank 0, with every rank held at barriers around it."""
@@ -295,7 +386,13 @@ class Trainer:
         path = self.run_dir / ckpt.MODEL_NAME
         barrier(self.ctx)
         if self.ctx.is_main:
-            ckpt.save_model(path, config=self.config, codec=self.codec, model=self.model)
+            ckpt.save_model(
+                path,
+                config=self.config,
+                codec=self.codec,
+                model=self.model,
+                selection=self.selection(),
+            )
         self.log.close()
         barrier(self.ctx)
         return path
@@ -306,7 +403,8 @@ def epoch_summary(record: dict[str, Any], epochs: int) -> str:
     parts = [f"{record['stage']} {record['epoch']}/{epochs}"]
     train = record["train"]
     parts += [f"{k}={train[k]:.4g}" for k in sorted(train, key=lambda k: (k != "loss", k))]
-    parts += [f"test_{k}={v:.4g}" for k, v in (record["test"] or {}).items() if k in BEST]
+    parts += [f"val_{k}={v:.4g}" for k, v in (record["val"] or {}).items() if k in BEST]
+    parts += ["(best)"] if record.get("best") else []
     parts.append(f"{record['images_per_s']:.1f} img/s")
     return "  ".join(parts)
 
@@ -360,12 +458,14 @@ def train(
     resume: bool = False,
     device: str | None = None,
     epochs_scale: float | None = None,
+    seed: int | None = None,
 ) -> Path:
     """Train ``model`` on the dataset ``data`` (folder or manifest) into the run folder ``out``.
 
     The config is the ``preset`` for ``model`` overridden by the YAML file ``config``;
-    ``device`` ("auto", "cpu", "cuda", "cuda:N") and ``epochs_scale`` (multiplies both stages'
-    epochs) override it too. With ``resume`` the run continues from its checkpoint with its
+    ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``epochs_scale`` (multiplies both stages'
+    epochs) and ``seed`` (patient split, initial weights, data order, augmentation) override
+    it too. With ``resume`` the run continues from its checkpoint with its
     saved config (only ``device`` still applies). Under torchrun every process calls this and
     they train together. Returns the run folder, which then holds ``model.pt``.
     """
@@ -378,7 +478,12 @@ def train(
             resolved = dataclasses.replace(resolved, device=device)
     else:
         resolved = resolve_config(
-            model=model, preset=preset, config=config, device=device, epochs_scale=epochs_scale
+            model=model,
+            preset=preset,
+            config=config,
+            device=device,
+            epochs_scale=epochs_scale,
+            seed=seed,
         )
     ctx = init_distributed(resolved.device)
     with deterministic_mode_restored():
