@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
     p.add_argument(
-        "--patients", type=int, default=None, help="synthetic patients (default 160)"
+        "--patients", type=int, default=None, help="synthetic patients (default 240)"
     )
     p.add_argument("--preset", default="demo", choices=PRESETS)
     p.add_argument("--seed", type=int, default=0, help="cohort, split and training seed")

@@ -45,7 +45,10 @@ class TrainingData:
     val_landmark_indices: list[int]
 
     def stage_train_set(self, stage: str) -> Dataset:
-        """Training images of ``stage``: annotated ones for landmarks, all for views."""
+        """Training images of ``stage``: annotated ones for landmarks, all for views (whose
+        samples then skip the heat-map targets they do not use)."""
+        if hasattr(self.train, "with_heatmaps"):
+            self.train.with_heatmaps = stage == LANDMARKS
         return Subset(self.train, self.train_landmark_indices) if stage == LANDMARKS else self.train
 
     def stage_val_set(self, stage: str) -> Dataset | None:
@@ -136,6 +139,7 @@ def load_training_data(
             seed=config.seed,
             **common,
         )
+        train.with_region = False  # training decodes nothing
         val = UltrasoundDataset(manifest, split["val"], **common) if split["val"] else None
         return train, val
 
