@@ -4,6 +4,7 @@ import pytest
 from abdus.evaluation.metrics import (
     bland_altman,
     confusion_matrix,
+    far_off_share,
     measurement_summary,
     radial_summary,
     view_metrics,
@@ -41,3 +42,9 @@ def test_radial_shares():
     s = radial_summary({"kl_la_1": [1.0, 3.0, 5.0, 9.0]})["kl_la_1"]
     assert s["within_2mm"] == 0.25 and s["within_4mm"] == 0.5 and s["within_8mm"] == 0.75
     assert s["median_mm"] == pytest.approx(4.0)
+
+
+def test_far_off_share_counts_landmarks_beyond_the_limit():
+    far = far_off_share({"kl_la_1": [1.0, 25.0, 20.0], "st_la_2": [50.0], "ll_la_1": []})
+    assert far == {"limit_mm": 20.0, "n": 4, "n_far": 2, "share": 0.5}  # 20.0 is not beyond
+    assert far_off_share({})["share"] is None

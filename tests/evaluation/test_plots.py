@@ -8,14 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from abdus.evaluation.curves import learning_curves_png, stage_curves
 from abdus.evaluation.evaluate import SplitPredictions
 from abdus.evaluation.plots import (
     GalleryCase,
     bland_altman_png,
     confusion_png,
+    find_outliers,
     gallery_cases,
     gallery_png,
     landmark_error_per_image_mm,
+    outlier_cases,
     radial_error_histogram_png,
     write_png,
 )
@@ -140,3 +143,37 @@ def test_gallery_png_draws_cases_even_with_points_off_the_canvas():
     _open_png(gallery_png([blank]))
     with pytest.raises(ValueError, match="no gallery"):
         gallery_png([])
+
+
+def test_outliers_are_the_images_with_a_landmark_beyond_the_limit_worst_first():
+    # Radial errors (mm) of both kidney landmarks: im0 1, im2 30, im5 60 (im4 has no spacing).
+    preds = _predictions([2.0, 0.0, 60.0, 100.0, 4.0, 30.0], [0.5, 0.5, 0.5, 0.5, np.nan, 2.0])
+    found = find_outliers(preds, threshold_mm=20.0)
+    assert [o.image_id for o in found] == ["im5", "im2"]
+    assert found[0].errors_mm == {"kl_la_1": pytest.approx(60.0), "kl_la_2": pytest.approx(60.0)}
+    assert found[0].ref_view == "kidney_right_long"
+    assert find_outliers(preds, threshold_mm=100.0) == []
+    cases = outlier_cases(preds, [np.zeros((64, 64))] * 6, found)
+    titles = ["im5: kl_la_1 off by 60.0 mm", "im2: kl_la_1 off by 30.0 mm"]
+    assert [c.title for c in cases] == titles
+    _open_png(gallery_png(cases * 3, columns=4))  # two rows, the last one part empty
+
+
+def _epoch(stage: str, epoch: int, loss: float, val: dict, best: bool) -> dict:
+    return {"stage": stage, "epoch": epoch, "train": {"loss": loss}, "val": val, "best": best}
+
+
+def test_learning_curves_mark_the_kept_epoch_and_read_old_runs():
+    history = [
+        _epoch("landmarks", 1, 9.0, {"landmark_error_mm": 12.0}, True),
+        _epoch("landmarks", 2, 5.0, {"landmark_error_mm": 6.0}, True),
+        _epoch("landmarks", 3, 4.0, {"landmark_error_mm": 7.0}, False),
+        _epoch("views", 1, 2.0, {"view_accuracy": 0.5}, True),
+    ]
+    curves = stage_curves(history)
+    assert curves["landmarks"]["value"] == [12.0, 6.0, 7.0] and curves["landmarks"]["best"] == [2]
+    assert curves["views"]["value"] == [50.0] and curves["views"]["split"] == ["validation"]
+    _open_png(learning_curves_png(history))
+    old = [{"stage": "views", "epoch": 1, "train": {"loss": 2.0}, "test": {"view_accuracy": 0.4}}]
+    assert stage_curves(old)["views"]["split"] == ["test"]  # abdus 0.1 scored test patients
+    assert learning_curves_png([]) is None

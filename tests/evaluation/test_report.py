@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from abdus.evaluation.metrics import measurement_summary, radial_summary, view_metrics
-from abdus.evaluation.plots import GalleryCase
+from abdus.evaluation.plots import GalleryCase, Outlier
 from abdus.evaluation.report import (
     compare_with_human,
     wilson_interval,
@@ -105,6 +105,29 @@ def test_report_with_human_reader(tmp_path, metrics):
     )
     assert "Against the noise-free truth" in md
     assert "(mm)" in md and "(%)" in md
+
+
+def test_report_shows_learning_curves_and_every_far_off_landmark(tmp_path, metrics):
+    history = [
+        {"stage": "landmarks", "epoch": e, "train": {"loss": 10.0 / e},
+         "val": {"landmark_error_mm": v}, "best": e == 2}
+        for e, v in ((1, 12.0), (2, 6.0), (3, 7.0))
+    ]  # fmt: skip
+    metrics["landmarks_far_off"] = {"limit_mm": 20.0, "n": 40, "n_far": 3, "share": 0.075}
+    outliers = [
+        Outlier(4, "im4", "spleen_trans", {"st_la_2": 51.9, "st_la_1": 22.0, "st_sa_1": 3.0}),
+        Outlier(1, "im1", "kidney_left_long", {"kl_la_1": 30.3, "kl_la_2": 2.0}),
+    ]
+    blank = GalleryCase(np.zeros((32, 32)), np.full((14, 2), np.nan), np.full((14, 2), np.nan),
+                        "others", "others", {}, "im4")  # fmt: skip
+    md_path, html_path = write_report(metrics, tmp_path, history=history, outliers=outliers,
+                                      outlier_cases=[blank])  # fmt: skip
+    md = md_path.read_text()
+    assert (tmp_path / "learning_curves.png").is_file() and (tmp_path / "outliers.png").is_file()
+    assert "3 of 40 landmarks (7.5%) on 2 images" in md
+    assert "| im4 | spleen_trans | st_la_2 51.9, st_la_1 22.0 |" in md  # only those > 20 mm
+    assert "| im1 | kidney_left_long | kl_la_1 30.3 |" in md
+    assert len(_html_pngs(html_path.read_text())) == len(list(tmp_path.glob("*.png")))
 
 
 def test_report_without_second_reads_or_classifier(tmp_path, metrics):

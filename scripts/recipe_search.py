@@ -1,0 +1,307 @@
+"""Training-recipe experiments behind the ``demo`` preset (docs/benchmarks.md, "What makes
+the network learn").
+
+    .venv/bin/python scripts/recipe_search.py --data COHORT --cache CACHE_DIR [options]
+
+It trains one abdus network (``abdus.models``, the ``demo`` preset's narrow ResNet-18 at 2 mm /
+128 x 128) with abdus's losses and heat-map codec, but outside the trainer: the cohort's
+preprocessed samples are held in memory as tensors and augmented per batch, which is what makes
+a 10-epoch run take ~5 minutes on 2 CPU cores. The split is the product's (patients: 20% test,
+then 10% validation, seed 0). After every epoch it prints the validation figures (mean landmark
+radial error and the share over 20 mm, the seven measurement MAEs, view accuracy); at the end the
+validation and test figures. Choices were made on the validation patients only.
+
+Examples (the rows of the table in docs/benchmarks.md)::
+
+    --amplitude 1                 # L2 only at amplitude 1: stays at the all-zero output
+    --amplitude 100               # L2 only at amplitude 100
+    --amplitude 100 --location 0.1 --adversarial 0.1 --save landmarks.pt
+    --load landmarks.pt --landmark-epochs 0 --view-epochs 40 --view-lr 2e-3 --view-init landmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
+from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.masking import landmark_region
+from abdus.data.preprocess import PreprocessConfig
+from abdus.data.splits import split_by_patient
+from abdus.evaluation.evaluate import compare
+from abdus.io.manifest import landmark_array, load_manifest
+from abdus.losses import (
+    coordinate_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    heatmap_l2_loss,
+)
+from abdus.models import build_discriminator, build_model
+from abdus.taxonomy import VIEW_INDEX
+from abdus.training.presets import preset_config
+
+H = W = 128
+SPACING_MM = 2.0
+
+
+def load_split(data: str, cache: str, seed: int) -> dict[str, dict]:
+    """train / val / test as tensors: stored (N, 2, H, W) uint8, landmarks (N, 14, 2) model px,
+    views (N,), spacing (N,) mm/px, and reader B's landmarks and views."""
+    manifest = load_manifest(data)
+    sides = split_by_patient(manifest.records, test_fraction=0.2, val_fraction=0.1, seed=seed)
+    config, codec = PreprocessConfig(SPACING_MM, (H, W)), HeatmapCodec((H, W), 3.0)
+    out = {}
+    for name, records in sides.items():
+        ds = UltrasoundDataset(manifest, records, config=config, codec=codec, cache_dir=cache,
+                               build_workers=2)  # fmt: skip
+        second = [r.second_read for r in records]
+        out[name] = {
+            "stored": torch.from_numpy(np.stack([ds.cache.load(i) for i in range(len(ds))])),
+            "landmarks": torch.from_numpy(ds.landmarks).float(),
+            "views": torch.from_numpy(ds.views).long(),
+            "spacing": torch.tensor([t.model_spacing_mm or math.nan for t in ds.cache.transforms]),
+            "b_points": np.stack([t.to_model(landmark_array(r)) if r else np.full((14, 2), np.nan)
+                                  for t, r in zip(ds.cache.transforms, second, strict=True)]),
+            "b_views": np.array([IGNORE_VIEW if r is None else VIEW_INDEX[r.view] for r in second]),
+        }  # fmt: skip
+    return out
+
+
+def augment(args, stored: torch.Tensor, points: torch.Tensor, gen: torch.Generator):
+    """Batched shift / zoom / rotation / gamma / gain of (B, 2, H, W) uint8 samples and their
+    (B, 14, 2) model-px landmarks. Returns image (B, 1, H, W), kept (B, 1, H, W), points."""
+    x = stored.float() * torch.tensor([1 / 255.0, 1.0])[None, :, None, None]
+    if not args.augment:
+        return x[:, :1], x[:, 1:], points
+    B = stored.shape[0]
+    u = lambda lo, hi, *shape: torch.empty(B, *shape).uniform_(lo, hi, generator=gen)  # noqa: E731
+    zoom, angle = u(1 - args.zoom, 1 + args.zoom), u(-args.rotation, args.rotation) * math.pi / 180
+    shift = u(-args.shift, args.shift, 2) * torch.tensor([W, H])
+    rotation = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1),
+                            torch.stack([angle.sin(), angle.cos()], -1)], -2)  # fmt: skip
+    forward = rotation * zoom[:, None, None]
+    centre = torch.tensor([(W - 1) / 2, (H - 1) / 2])
+    points = centre + torch.einsum("bij,bkj->bki", forward, points - centre) + shift[:, None]
+    unit = torch.diag(torch.tensor([2 / (W - 1), 2 / (H - 1)]))
+    inverse = torch.linalg.inv(forward)
+    theta = torch.cat([unit @ inverse @ torch.linalg.inv(unit),
+                       -(unit @ (inverse @ shift[..., None]))], -1)  # fmt: skip
+    grid = F.affine_grid(theta, [B, 2, H, W], align_corners=True)
+    warped = F.grid_sample(x, grid, mode="bilinear", align_corners=True)
+    gamma = torch.exp(u(math.log(0.7), math.log(1.4)))[:, None, None, None]
+    gain = u(0.8, 1.2)[:, None, None, None]
+    image = (warped[:, :1].clamp(0, 1) ** gamma * gain).clamp(0, 1)
+    return image, warped[:, 1:], points
+
+
+def spatial_cross_entropy(pred, target, mask, temperature):
+    """Cross entropy between per-channel spatial softmaxes (an alternative to the amplitude):
+    target = the Gaussian normalised to sum 1 (temperature 0) or softmax(temperature x target)."""
+    logp = F.log_softmax((temperature or 1.0) * pred.flatten(2), -1)
+    tgt = target.flatten(2)
+    if temperature:
+        tgt = F.softmax(temperature * tgt, -1)
+    else:
+        tgt = tgt / tgt.sum(-1, True).clamp_min(1e-8)
+    return ((-(tgt * logp).sum(-1)) * mask).sum() / mask.sum().clamp_min(1)
+
+
+def landmark_loss(args, model, disc, dopt, image, heat, mask, points):
+    pred = model.forward_landmarks(image)
+    if disc is not None:
+        for q in disc.parameters():
+            q.requires_grad_(True)
+        dopt.zero_grad()
+        discriminator_loss(disc, image, heat, pred, mask, args.amplitude)["loss"].backward()
+        dopt.step()
+        for q in disc.parameters():
+            q.requires_grad_(False)
+    loss = args.regression * heatmap_l2_loss(pred, heat, mask)
+    if args.foreground:  # L2 with the Gaussian's core weighted (1 + foreground)
+        weight = 1 + args.foreground * (heat > 0.1 * args.amplitude).float()
+        per = ((pred - heat) ** 2 * weight * mask[..., None, None]).sum((1, 2, 3))
+        loss = loss + (per / (mask.sum(1).clamp_min(1) * H * W)).sum() / (mask.sum(1) > 0).sum()
+    if args.location:
+        loss = loss + args.location * coordinate_loss(pred, points, mask)
+    if args.adversarial:
+        loss = loss + args.adversarial * generator_adversarial_loss(disc, image, pred, mask,
+                                                                    args.amplitude)  # fmt: skip
+    if args.spatial:
+        loss = loss + args.spatial * spatial_cross_entropy(pred, heat, mask, args.temperature)
+    return loss
+
+
+def schedule(step: int, total: int, base: float, warmup: float) -> float:
+    w = max(1, int(warmup * total))
+    if step < w:
+        return base * (step + 1) / w
+    return base * 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
+
+
+@torch.no_grad()
+def predict(model, d, codec, args, landmarks: bool, views: bool):
+    model.eval()
+    n = len(d["stored"])
+    points, pred_views = torch.full((n, 14, 2), math.nan), torch.full((n,), -1)
+    for s in range(0, n, 32):
+        x = d["stored"][s : s + 32].float() * torch.tensor([1 / 255.0, 1.0])[None, :, None, None]
+        if landmarks:
+            heat = model.forward_landmarks(x[:, :1]).float()
+            region = torch.from_numpy(landmark_region(x[:, 1].numpy() >= 0.5))[:, None]
+            points[s : s + 32] = codec.decode(heat, region if args.region_decode else None)[0]
+        if views:
+            pred_views[s : s + 32] = model.forward_view(x[:, :1] * (x[:, 1:] >= 0.5)).argmax(1)
+    return points, pred_views
+
+
+def figures(d, points, views, classifies):
+    r = compare(points.numpy(), views.numpy(), d["landmarks"].numpy(), d["views"].numpy(),
+                d["spacing"].numpy(), classifies=classifies)  # fmt: skip
+    errs = np.concatenate([np.asarray(v) for v in r["landmark_errors_mm"].values()] or [[np.nan]])
+    out = {"mre_mm": round(float(errs.mean()), 2), "over_20mm": round(float((errs > 20).mean()), 4),
+           "mae_mm": {k: round(v, 2) for k, v in r["measurement_mae_mm"].items()}}  # fmt: skip
+    if classifies:
+        out["view_accuracy"] = round(float(r["view_accuracy"]), 4)
+    return out
+
+
+def human(d):
+    both = d["b_views"] != IGNORE_VIEW
+    r = compare(d["b_points"], np.where(both, d["b_views"], -1), d["landmarks"].numpy(),
+                np.where(both, d["views"].numpy(), IGNORE_VIEW), d["spacing"].numpy())  # fmt: skip
+    return {"view_accuracy": round(r["view_accuracy"], 4),
+            "mae_mm": {k: round(v, 2) for k, v in r["measurement_mae_mm"].items()}}  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--cache", required=True, help="preprocessed-sample cache folder")
+    p.add_argument("--model", default="mgcn_r")
+    p.add_argument("--landmark-epochs", type=int, default=10)
+    p.add_argument("--view-epochs", type=int, default=0)
+    p.add_argument("--landmark-batch", type=int, default=16)
+    p.add_argument("--view-batch", type=int, default=32)
+    p.add_argument("--landmark-lr", type=float, default=1e-3)
+    p.add_argument("--view-lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=float, default=0.05, help="share of a stage's steps")
+    p.add_argument("--amplitude", type=float, default=100.0)
+    p.add_argument("--regression", type=float, default=1.0)
+    p.add_argument("--location", type=float, default=0.0)
+    p.add_argument("--adversarial", type=float, default=0.0)
+    p.add_argument("--foreground", type=float, default=0.0)
+    p.add_argument("--spatial", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--joint-view", type=float, default=0.0, help="view loss weight in stage 1")
+    p.add_argument("--augment", type=int, default=1)
+    p.add_argument("--rotation", type=float, default=10.0)
+    p.add_argument("--zoom", type=float, default=0.1)
+    p.add_argument("--shift", type=float, default=0.06)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--view-init", choices=("scratch", "landmark"), default="scratch")
+    p.add_argument("--view-train", choices=("paper", "all"), default="paper")
+    p.add_argument("--region-decode", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--load", default="")
+    p.add_argument("--save", default="")
+    args = p.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(2)
+    data = load_split(args.data, args.cache, args.seed)
+    codec = HeatmapCodec((H, W), 6.0 / SPACING_MM, amplitude=args.amplitude)
+    model = build_model(args.model, **preset_config("demo").model_options)
+    if args.load:
+        model.load_state_dict(torch.load(args.load, weights_only=True))
+    disc = build_discriminator(width=16) if args.adversarial else None
+    print("reader B, val:", human(data["val"]), "test:", human(data["test"]), flush=True)
+    train, gen = data["train"], torch.Generator().manual_seed(args.seed)
+    classifies = bool(getattr(model, "classify", False))
+
+    if args.landmark_epochs:
+        params = model.shared_parameters() + model.landmark_parameters()
+        params += model.classifier_parameters() if args.joint_view else []
+        opt = torch.optim.AdamW(params, lr=args.landmark_lr, weight_decay=1e-4)
+        dopt = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)) if disc else None
+        annotated = torch.nonzero(torch.isfinite(train["landmarks"]).all(-1).any(-1))[:, 0]
+        steps = len(annotated) // args.landmark_batch
+        for epoch in range(args.landmark_epochs):
+            model.train()
+            began = time.time()
+            order = annotated[torch.randperm(len(annotated), generator=gen)]
+            for s in range(steps):
+                idx = order[s * args.landmark_batch : (s + 1) * args.landmark_batch]
+                image, _, points = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
+                inside = torch.isfinite(points).all(-1) & (points >= -0.5).all(-1)
+                inside &= (points[..., 0] <= W - 0.5) & (points[..., 1] <= H - 0.5)
+                points = torch.nan_to_num(points)
+                heat = codec.encode_torch(points, inside)
+                for g in opt.param_groups:
+                    total = steps * args.landmark_epochs
+                    g["lr"] = schedule(epoch * steps + s, total, args.landmark_lr, args.warmup)
+                loss = landmark_loss(args, model, disc, dopt, image, heat, inside.float(), points)
+                if args.joint_view:
+                    v = torch.randint(len(train["stored"]), (args.landmark_batch,), generator=gen)
+                    vimage, vkept, _ = augment(args, train["stored"][v], train["landmarks"][v], gen)
+                    logits = model.forward_view(vimage * (vkept >= 0.5))
+                    loss = loss + args.joint_view * F.cross_entropy(
+                        logits, train["views"][v], label_smoothing=args.label_smoothing
+                    )
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            pts, vws = predict(model, data["val"], codec, args, True, bool(args.joint_view))
+            val = figures(data["val"], pts, vws, bool(args.joint_view))
+            print(f"landmarks {epoch + 1}: {time.time() - began:.0f} s, val {val}", flush=True)
+
+    if args.view_epochs and classifies:
+        if args.view_init == "landmark":
+            model.view_stages.load_state_dict(model.landmark_stages.state_dict())
+        params = model.classifier_parameters()
+        params += model.shared_parameters() if args.view_train == "all" else []
+        ids = {id(q) for q in params}
+        for q in model.parameters():
+            q.requires_grad_(id(q) in ids)
+        opt = torch.optim.AdamW(params, lr=args.view_lr, weight_decay=1e-4)
+        n = len(train["stored"])
+        steps = n // args.view_batch
+        for epoch in range(args.view_epochs):
+            model.train()
+            if args.view_train == "paper":
+                for module in model.shared_modules() + model.landmark_modules():
+                    module.eval()
+            began = time.time()
+            order = torch.randperm(n, generator=gen)
+            for s in range(steps):
+                idx = order[s * args.view_batch : (s + 1) * args.view_batch]
+                image, kept, _ = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
+                for g in opt.param_groups:
+                    g["lr"] = schedule(epoch * steps + s, steps * args.view_epochs, args.view_lr,
+                                       args.warmup)  # fmt: skip
+                logits = model.forward_view(image * (kept >= 0.5))
+                loss = F.cross_entropy(logits, train["views"][idx],
+                                       label_smoothing=args.label_smoothing)  # fmt: skip
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            _, views = predict(model, data["val"], codec, args, False, True)
+            accuracy = float((views == data["val"]["views"]).float().mean())
+            print(f"views {epoch + 1}: {time.time() - began:.0f} s, val accuracy {accuracy:.4f}",
+                  flush=True)  # fmt: skip
+
+    for split in ("val", "test"):
+        points, views = predict(model, data[split], codec, args, bool(args.landmark_epochs or
+                                args.load), classifies)  # fmt: skip
+        print(f"final {split}: {figures(data[split], points, views, classifies)}", flush=True)
+    if args.save:
+        torch.save(copy.deepcopy(model.state_dict()), args.save)
+
+
+if __name__ == "__main__":
+    main()
