@@ -63,7 +63,7 @@ def reproduce(
     context = {
         "preset": preset,
         "data": str(data),
-        "split": "test (patient level, 80/20)",
+        "split": "test (patient level: 20% test, 10% validation for model selection, 70% train)",
         "patients in test split": reference.get("n_patients"),
         "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
     }
