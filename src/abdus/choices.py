@@ -1,6 +1,86 @@
-"""Names a user chooses from on the command line, kept free of heavy imports so the CLI can
-list them in ``--help`` without loading PyTorch. Each is checked where it is used."""
+"""Every name a user chooses from: models, presets, backends, loss reductions.
+
+This module is the single source of those choices: the command line lists them in ``--help``
+and the library checks them with :func:`check_choice`. It imports nothing heavy, so the CLI
+builds its parser without loading PyTorch. Members are ``StrEnum``: each one *is* its string
+(``Model.MGCN_R == "mgcn_r"``), so configs, model files and JSON keep plain strings.
+
+Adding a choice: add the member here, then handle it where the enum is dispatched on (a model
+variant in ``abdus.models.factory``, a backend in ``abdus.inference.backends``, a preset in
+``abdus.training.presets``); the CLI and the error messages follow by themselves.
+"""
 
 from __future__ import annotations
 
-PRESETS = ("tiny", "demo", "paper")  # training presets (abdus.training.presets)
+from enum import StrEnum
+from typing import TypeVar
+
+
+class Model(StrEnum):
+    """What ``abdus train --model`` trains: the network variants of Table 1 and the PBT baseline."""
+
+    MGCN_R = "mgcn_r"  # multi-task, GCN decoder, coordinate + adversarial constraints (ours)
+    MGCN = "mgcn"  # multi-task, GCN decoder, L2 only
+    MFCN = "mfcn"  # multi-task, FCN decoder, L2 only
+    SFCN = "sfcn"  # single-task landmarks, FCN decoder, L2 only
+    STL = "stl"  # single-task view classification
+    PBT = "pbt"  # classical probabilistic boosting tree (Haar features), not a network
+
+
+class Preset(StrEnum):
+    """Training presets (``abdus.training.presets``; PBT: ``abdus.baselines.pbt``)."""
+
+    TINY = "tiny"
+    DEMO = "demo"
+    PAPER = "paper"
+
+
+class Backend(StrEnum):
+    """What runs a trained network in ``predict`` / ``evaluate`` (``abdus.inference.backends``)."""
+
+    TORCH = "torch"
+    ONNX = "onnx"
+    ONNX_INT8 = "onnx-int8"
+
+
+class BenchBackend(StrEnum):
+    """The backends ``abdus benchmark`` times: a ``Backend`` and its precision."""
+
+    TORCH_FP32 = "torch-fp32"
+    TORCH_BF16 = "torch-bf16"
+    ONNX_FP32 = "onnx-fp32"
+    ONNX_INT8 = "onnx-int8"
+
+
+class Reduction(StrEnum):
+    """How the heat-map L2 loss reduces over pixels: ``sum`` (abdus) or ``mean`` (paper Eq. 2)."""
+
+    SUM = "sum"
+    MEAN = "mean"
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def names(choice: type[StrEnum]) -> tuple[str, ...]:
+    """The valid strings of a choice, in declaration order (for ``argparse`` ``choices=``)."""
+    return tuple(member.value for member in choice)
+
+
+def check_choice(choice: type[E], value: str, what: str | None = None) -> E:
+    """``value`` as a member of ``choice``; ValueError naming the valid ones otherwise."""
+    try:
+        return choice(value)
+    except ValueError:
+        label = what or choice.__name__.lower()
+        raise ValueError(
+            f"unknown {label} {value!r}; valid {label}s: {', '.join(names(choice))}"
+        ) from None
+
+
+NETWORK_MODELS: tuple[str, ...] = names(Model)[:-1]  # every Model but PBT
+MODELS: tuple[str, ...] = names(Model)
+PRESETS: tuple[str, ...] = names(Preset)
+BACKENDS: tuple[str, ...] = names(Backend)
+BENCH_BACKENDS: tuple[str, ...] = names(BenchBackend)
+REDUCTIONS: tuple[str, ...] = names(Reduction)

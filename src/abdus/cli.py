@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from abdus import __version__
-from abdus.choices import PRESETS
+from abdus.choices import BACKENDS, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="dataset folder (with manifest.json) or manifest path")
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
     p.add_argument(
-        "--model", default="mgcn_r", choices=("mgcn_r", "mgcn", "mfcn", "sfcn", "stl", "pbt")
+        "--model", default="mgcn_r", choices=MODELS
     )
     p.add_argument("--preset", default="demo", choices=PRESETS)
     p.add_argument("--config", default=None, help="YAML file overriding preset fields")
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-mm", type=float, default=None, help="mm/px for files with none")
     p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
     p.add_argument("--sr", action="store_true", help="also write DICOM SR (TID 1500) files")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "onnx-int8"))
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (torch backend)")
     p.add_argument("--view", default=None, help="use this view instead of the classifier")
     p.add_argument("--batch-size", type=int, default=8)

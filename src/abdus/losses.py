@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from abdus.choices import REDUCTIONS
 from abdus.data.heatmaps import threshold_centroid
 from abdus.models.discriminator import discriminator_input
 
-REDUCTIONS = ("mean", "sum")
 _DISTANCE_EPS = 1e-6  # px^2 under the square root: finite gradient at zero distance
 
 

@@ -55,7 +55,7 @@ def test_l2_mean_is_the_papers_normalisation():
     expected = (per_image[0] + per_image[1]) / 2
     torch.testing.assert_close(heatmap_l2_loss(pred, target, mask), expected)
     torch.testing.assert_close(heatmap_l2_loss(pred, target, mask, "sum"), expected * 32)
-    with pytest.raises(ValueError, match="mean, sum"):
+    with pytest.raises(ValueError, match="sum, mean"):
         heatmap_l2_loss(pred, target, mask, "max")
     with pytest.raises(ValueError, match="does not match"):
         heatmap_l2_loss(pred, target, mask[:, :10])

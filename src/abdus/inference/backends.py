@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from abdus.choices import BACKENDS
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
 from abdus.taxonomy import LANDMARKS, VIEW_NAMES
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
 ONNX_FORMAT = "abdus-onnx"
 ONNX_FORMAT_VERSION = 1
 _META_KEY = "abdus"  # the metadata_props key holding OnnxModelInfo as JSON

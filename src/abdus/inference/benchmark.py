@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from abdus.choices import BENCH_BACKENDS, PRESETS
 from abdus.data.preprocess import PreprocessConfig, preprocess_image
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import (
@@ -61,7 +62,6 @@ from abdus.inference.predictor import Predictor, as_batch
 from abdus.io.reader import read_any
 from abdus.taxonomy import VIEW_NAMES
 
-BENCH_BACKENDS = ("torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8")
 BASELINE = "torch-fp32"
 TEST_VIEW = "kidney_right_trans"  # 4 landmarks: the largest task to decode
 # Goals of the project's issue (2 CPU cores, paper size).
@@ -310,7 +310,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _load_target(target: str, size: int | None, depth: str | None) -> tuple[LoadedModel, bool]:
-    from abdus.choices import PRESETS
 
     if target in PRESETS:
         return preset_model(target, size=size, depth=depth), True

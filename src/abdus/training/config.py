@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from abdus.choices import NETWORK_MODELS, REDUCTIONS
 from abdus.data.dataset import AugmentConfig
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
@@ -38,9 +39,8 @@ from abdus.io.atomic import atomic_write_text
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 VIEW_INITS = ("scratch", "landmark")
-REDUCTIONS = ("sum", "mean")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-MODEL_NAMES = ("mgcn_r", "mgcn", "mfcn", "sfcn", "stl")
+MODEL_NAMES = NETWORK_MODELS  # the networks; PBT trains elsewhere
 CONFIG_NAME = "config.yaml"
 
 
