@@ -108,5 +108,5 @@ def test_bad_checkpoints_are_one_line_errors(saved, tmp_path, case):
 
 
 def test_run_folder_without_model_or_checkpoint_is_an_error(tmp_path):
-    with pytest.raises(AbdusInputError, match=r"no model\.pt or checkpoint\.pt"):
+    with pytest.raises(AbdusInputError, match=r"no model\.pt, checkpoint\.pt or model\.pbt"):
         ckpt.load_model_from_run(tmp_path)

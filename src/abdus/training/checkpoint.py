@@ -24,21 +24,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from abdus import __version__
 from abdus.data.heatmaps import HeatmapCodec
-from abdus.errors import AbdusInputError
-from abdus.io.atomic import atomic_path
-from abdus.models import build_model_from_descriptor, model_descriptor
-from abdus.taxonomy import LANDMARKS, VIEW_NAMES
+from abdus.modelfile import (
+    BEST_NAME,
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    MODEL_FORMAT,
+    MODEL_NAME,
+    load_network,
+    network_descriptors,
+    network_from_payload,
+    read_network_file,
+    save_torch_payload,
+)
+from abdus.modelfile import (
+    save_model as _save_model_file,
+)
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import unwrap
 
-CHECKPOINT_NAME = "checkpoint.pt"
-MODEL_NAME = "model.pt"
-BEST_NAME = "best.pt"  # the best validation epoch of the stage being trained (model format)
-CHECKPOINT_FORMAT = "abdus-checkpoint"
-MODEL_FORMAT = "abdus-model"
-FORMAT_VERSION = 1
+# The network-file API lives in abdus.modelfile; these names stay importable from here.
+load_checkpoint = read_network_file
+build_from_payload = network_from_payload
+load_model_file = load_network
+load_model_from_run = load_network
 
 
 @dataclass
@@ -78,17 +88,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
 
 
-def _descriptors(config: TrainConfig, codec: HeatmapCodec, model: nn.Module) -> dict[str, Any]:
-    """The self-description shared by checkpoints and model files."""
-    return {
-        "abdus_version": __version__,
-        "taxonomy": {"views": list(VIEW_NAMES), "landmarks": list(LANDMARKS)},
-        "config": config.to_dict(),
-        "codec": {**asdict(codec), "size": list(codec.size)},
-        "model": {**model_descriptor(unwrap(model)), "state": unwrap(model).state_dict()},
-    }
-
-
 def save_checkpoint(
     path: str | Path,
     *,
@@ -106,7 +105,7 @@ def save_checkpoint(
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
-        **_descriptors(config, codec, model),
+        **network_descriptors(config, codec, unwrap(model)),
         "discriminator": None,
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
         "scaler": scaler.state_dict(),
@@ -117,8 +116,7 @@ def save_checkpoint(
     if discriminator is not None:
         d = unwrap(discriminator)
         payload["discriminator"] = {"config": d.config.to_dict(), "state": d.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch_payload(path, payload)
 
 
 def save_model(
@@ -128,71 +126,25 @@ def save_model(
     codec: HeatmapCodec,
     model: nn.Module,
     selection: dict[str, Any] | None = None,
-):
-    """Write a model file (weights + descriptors, no optimizer) atomically. ``selection``:
-    how its weights were chosen, e.g. ``{"landmarks": {"epoch": 12, "landmark_error_mm":
-    4.1}}`` per stage (the best validation epoch)."""
-    payload = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "selection": selection or {}}
-    payload.update(_descriptors(config, codec, model))
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+) -> None:
+    """``abdus.modelfile.save_model`` of a model that may be wrapped in DDP."""
+    _save_model_file(path, config=config, codec=codec, model=unwrap(model), selection=selection)
 
 
-def _load(path: Path, formats: tuple[str, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise AbdusInputError("file not found", path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file: one clear line, no traceback
-        detail = " ".join(str(err).split())[:200]
-        raise AbdusInputError(f"not a readable abdus checkpoint ({detail})", path) from None
-    if not isinstance(payload, dict) or payload.get("format") not in formats:
-        raise AbdusInputError(f"not an abdus file (expected format {' or '.join(formats)})", path)
-    if payload.get("version", 0) > FORMAT_VERSION:
-        raise AbdusInputError(
-            f"written by a newer abdus (format version {payload['version']}); upgrade abdus", path
-        )
-    taxonomy = payload["taxonomy"]
-    if list(taxonomy["views"]) != list(VIEW_NAMES) or list(taxonomy["landmarks"]) != list(
-        LANDMARKS
-    ):
-        raise AbdusInputError("trained with a different view/landmark taxonomy", path)
-    return payload
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint (``checkpoint.pt``) or model file (``model.pt``) on the CPU.
-
-    Returns the payload dict (see ``save_checkpoint``). AbdusInputError naming the file when
-    it is missing, unreadable, not an abdus file, or made for another taxonomy.
-    """
-    return _load(Path(path), (CHECKPOINT_FORMAT, MODEL_FORMAT))
-
-
-def build_from_payload(payload: dict[str, Any]) -> tuple[nn.Module, TrainConfig, HeatmapCodec]:
-    """(model with its trained weights in eval mode, resolved config, codec) of a payload."""
-    spec = payload["model"]
-    model = build_model_from_descriptor(spec)
-    model.load_state_dict(spec["state"])
-    model.eval()
-    config = TrainConfig.from_dict(payload["config"])
-    codec_spec = dict(payload["codec"])
-    codec = HeatmapCodec(**{**codec_spec, "size": tuple(codec_spec["size"])})
-    return model, config, codec
-
-
-def load_model_file(path: str | Path) -> tuple[nn.Module, TrainConfig, HeatmapCodec]:
-    """(model, config, codec) from a ``model.pt`` or ``checkpoint.pt`` file (CPU, eval mode)."""
-    return build_from_payload(load_checkpoint(path))
-
-
-def load_model_from_run(run_dir: str | Path) -> tuple[nn.Module, TrainConfig, HeatmapCodec]:
-    """(model, config, codec) of a run folder: its ``model.pt``, else its last checkpoint.
-
-    ``config.preprocess`` is how inputs must be preprocessed; ``codec`` decodes the heat maps.
-    """
-    run_dir = Path(run_dir)
-    for name in (MODEL_NAME, CHECKPOINT_NAME):
-        if (run_dir / name).is_file():
-            return load_model_file(run_dir / name)
-    raise AbdusInputError(f"no {MODEL_NAME} or {CHECKPOINT_NAME} in the run folder", run_dir)
+__all__ = [
+    "BEST_NAME",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "FORMAT_VERSION",
+    "MODEL_FORMAT",
+    "MODEL_NAME",
+    "Progress",
+    "build_from_payload",
+    "capture_rng_state",
+    "load_checkpoint",
+    "load_model_file",
+    "load_model_from_run",
+    "restore_rng_state",
+    "save_checkpoint",
+    "save_model",
+]
