@@ -24,7 +24,6 @@ from abdus.io.manifest import (
     landmarks_from_array,
     load_manifest,
     manifest_from_json,
-    read_from_array,
     record_from_json,
     record_to_json,
     save_manifest,
@@ -309,7 +308,7 @@ def test_landmark_array_and_inverse() -> None:
     assert np.isnan(points).all(axis=1).sum() == 12
     assert np.isnan(landmark_array(None)).all()
     assert landmarks_from_array(points) == read.landmarks
-    assert read_from_array("kidney_right_trans", points) == read
+    assert Read("kidney_right_trans", landmarks_from_array(points)) == read
     with pytest.raises(ValueError, match=r"\(14, 2\)"):
         landmarks_from_array(np.zeros((13, 2)))
 

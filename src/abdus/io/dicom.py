@@ -21,17 +21,24 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, get_decoder, iter_pixels
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+)
 
 from abdus.errors import AbdusInputError
 from abdus.io.images import check_spacing_mm, check_spacing_source, luminance, saturation
+from abdus.io.signatures import has_dicom_magic, looks_like_bare_dataset, read_head
 from abdus.io.types import Region, UltrasoundImage
-from abdus.io.us_regions import (  # noqa: F401  (UNIT_NAMES: re-exported for abdus.io.info)
-    UNIT_NAMES,
+from abdus.io.us_regions import (
     RegionEntry,
-    _pixel_spacing,
     choose_tissue_region,
     parse_regions,
+    pixel_spacing_of,
     resolve_spacing,
 )
 
@@ -41,6 +48,14 @@ COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 PHOTOMETRICS = (*MONOCHROME, *COLOUR, "PALETTE COLOR")
 # Larger values stay on disk until decoded: reading a header never loads a whole clip.
 _DEFER_SIZE = "64 KB"
+# PS3.4 B.5: the ultrasound image SOP classes, with the retired pre-1996 UIDs (...1.6 and
+# ...1.3) that old scanners and archives still hold.
+ULTRASOUND_SOP_CLASSES = (
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    "1.2.840.10008.5.1.4.1.1.6",
+    "1.2.840.10008.5.1.4.1.1.3",
+)
 
 
 class DicomHeader:
@@ -71,19 +86,24 @@ class DicomHeader:
         return tuple(entry.region for entry in self.region_entries)
 
 
-def _looks_like_bare_dataset(head: bytes) -> bool:
-    """A dataset written without preamble starts with a group 0002 or 0008 tag (PS3.10 7.1)."""
-    if len(head) < 8:
-        return False
-    group, element = int.from_bytes(head[0:2], "little"), int.from_bytes(head[2:4], "little")
-    return group in (0x0002, 0x0008) and element < 0x0200
+def ultrasound_warning(dataset: Dataset) -> str | None:
+    """One line saying that ``dataset`` is not an ultrasound image, or None when it is one.
 
-
-def is_dicom(path: str | Path) -> bool:
-    """True if ``path`` holds a DICOM file: 'DICM' at byte 128, or a bare dataset."""
-    with open(path, "rb") as handle:
-        head = handle.read(132)
-    return head[128:132] == b"DICM" or _looks_like_bare_dataset(head)
+    Ultrasound means Modality "US" and an Ultrasound (Multi-frame) Image Storage SOP class. Other
+    images (say an RGB screenshot stored as Secondary Capture, modality OT) are still read, but
+    the network and the spacing rules assume an ultrasound frame, so the user is told.
+    """
+    modality = str(dataset.get("Modality", "") or "").strip()
+    sop_class = str(dataset.get("SOPClassUID", "") or "").strip()
+    if modality == "US" and sop_class in ULTRASOUND_SOP_CLASSES:
+        return None
+    sop_name = UID(sop_class).name if sop_class else "(none)"
+    if sop_class and sop_name != sop_class:
+        sop_name += f" ({sop_class})"
+    return (
+        f"not an ultrasound image: modality {modality or '(none)'}, SOP class {sop_name}; "
+        "abdus is made for ultrasound, so check its view and measurements"
+    )
 
 
 def _transfer_syntax_of(ds: Dataset, path: Path) -> UID:
@@ -108,17 +128,15 @@ def _transfer_syntax_of(ds: Dataset, path: Path) -> UID:
     return uid
 
 
-def _parse_file(path: Path) -> tuple[Dataset, list[str]]:
-    """The dataset (pixel data deferred) and pydicom's warnings about it, as text."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except FileNotFoundError:
-        raise AbdusInputError("file not found", path) from None
-    except OSError as err:
-        raise AbdusInputError(f"cannot open file: {err.strerror or err}", path) from None
-    preamble = head[128:132] == b"DICM"
-    if not preamble and not _looks_like_bare_dataset(head):
+def parse_dicom_file(path: str | Path) -> tuple[Dataset, list[str]]:
+    """The dataset (pixel data deferred) and pydicom's warnings about it, as text.
+
+    Any DICOM object (image or document); AbdusInputError when the file is not DICOM.
+    """
+    path = Path(path)
+    head = read_head(path)
+    preamble = has_dicom_magic(head)
+    if not preamble and not looks_like_bare_dataset(head):
         raise AbdusInputError("not a DICOM file (no 'DICM' marker at byte 128)", path)
     try:
         with catch_warnings(record=True) as caught:
@@ -160,7 +178,11 @@ def _validate_image(header: DicomHeader) -> None:
 def read_dicom_header(path: str | Path) -> DicomHeader:
     """Parse and validate a DICOM file's header and ultrasound regions (pixels not decoded)."""
     path = Path(path)
-    ds, notes = _parse_file(path)
+    return header_of_dataset(path, *parse_dicom_file(path))
+
+
+def header_of_dataset(path: Path, ds: Dataset, notes: Sequence[str] = ()) -> DicomHeader:
+    """Validate an image dataset parsed by ``parse_dicom_file`` (its ``notes`` are warnings)."""
     syntax = _transfer_syntax_of(ds, path)
     try:
         header = DicomHeader(path, ds, syntax)
@@ -168,8 +190,9 @@ def read_dicom_header(path: str | Path) -> DicomHeader:
         raise AbdusInputError(f"malformed image pixel attributes: {err}", path) from None
     _validate_image(header)
     header.region_entries, header.warnings = parse_regions(ds, header.rows, header.cols, path)
-    header.warnings[:0] = notes
-    header.pixel_spacing = _pixel_spacing(ds, header.warnings)
+    not_ultrasound = ultrasound_warning(ds)
+    header.warnings[:0] = [*notes, *([not_ultrasound] if not_ultrasound else [])]
+    header.pixel_spacing = pixel_spacing_of(ds, header.warnings)
     return header
 
 
@@ -286,7 +309,9 @@ def _images_for_frame(
 ) -> list[UltrasoundImage]:
     images = []
     for region in regions:
-        spacing, source, warnings = resolve_spacing(header, region, spacing_mm, spacing_source)
+        spacing, source, warnings = resolve_spacing(
+            region, header.pixel_spacing, spacing_mm, spacing_source
+        )
         images.append(
             UltrasoundImage(
                 pixels=gray,

@@ -25,8 +25,6 @@ from PIL import Image, UnidentifiedImageError
 from abdus.errors import AbdusInputError
 from abdus.io.types import UltrasoundImage
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-JPEG_SIGNATURE = b"\xff\xd8\xff"
 # ITU-R BT.601 luma weights, the Y of YBR_FULL (PS3.3 C.7.6.3.1.2).
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 # Where a caller-given spacing can come from (see abdus.io.types.SPACING_SOURCES).

@@ -1,10 +1,12 @@
-"""``abdus info``: what a file holds — size, frames, pixel format, regions, spacing in mm.
+"""``abdus info``: what a file holds — size, frames, pixel format, regions, spacing in mm;
+for an abdus SR, its view, measurements in mm and caliper landmarks.
 
     describe_file(path, *, spacing_mm) -> dict      JSON-serialisable description of one file
     run_info(files, *, as_json, spacing_mm) -> int  prints descriptions; 0 if all read, else 1
 
 Sizes and boxes are in source pixels; region boxes are ``[x0, y0, x1, y1]`` with x1 / y1
-exclusive (DICOM's inclusive RegionLocationMax + 1). Spacing is ``[row_mm, col_mm]``.
+exclusive (DICOM's inclusive RegionLocationMax + 1). Spacing is ``[row_mm, col_mm]``. SR
+landmarks are ``[x, y]`` in source pixels of the referenced frame (``abdus.io.sr``).
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from abdus.errors import AbdusInputError
-from abdus.io.dicom import (
-    UNIT_NAMES,
-    RegionEntry,
-    choose_tissue_region,
-    iter_frames,
-    read_dicom_header,
-    resolve_spacing,
-)
+from abdus.io.dicom import DicomHeader, header_of_dataset, iter_frames, parse_dicom_file
 from abdus.io.images import check_spacing_mm, open_image, read_image
 from abdus.io.reader import sniff_format
+from abdus.io.sr import SrReport, is_sr_document, sr_report_from_dataset
+from abdus.io.us_regions import UNIT_NAMES, RegionEntry, choose_tissue_region, resolve_spacing
+from abdus.taxonomy import MEASUREMENT_BY_CODE
 
 # PS3.3 C.8.5.5.1.1 / C.8.5.5.1.2: RegionSpatialFormat and RegionDataType codes.
 SPATIAL_FORMAT_NAMES = {0: "none", 1: "2D", 2: "M-mode", 3: "spectral", 4: "waveform",
@@ -65,12 +64,20 @@ def _uid_dict(value: object) -> dict[str, str] | None:
 
 
 def describe_dicom(path: str | Path, *, spacing_mm: float | None = None) -> dict[str, Any]:
-    """``describe_file`` for DICOM; decodes the first and last frames to check the pixels."""
-    header = read_dicom_header(path)
+    """``describe_file`` for DICOM: an image (``describe_dicom_image``) or an abdus SR."""
+    path = Path(path)
+    ds, notes = parse_dicom_file(path)
+    if is_sr_document(ds):
+        return describe_sr(path, ds, notes)
+    return describe_dicom_image(header_of_dataset(path, ds, notes), spacing_mm=spacing_mm)
+
+
+def describe_dicom_image(header: DicomHeader, *, spacing_mm: float | None) -> dict[str, Any]:
+    """A DICOM image's description; decodes the first and last frames to check the pixels."""
     for _ in iter_frames(header, sorted({0, header.frames - 1})):
         pass  # decoding proves the pixel data is complete
     chosen, note = choose_tissue_region(header.region_entries)
-    spacing, source, warnings = resolve_spacing(header, chosen, spacing_mm, "user")
+    spacing, source, warnings = resolve_spacing(chosen, header.pixel_spacing, spacing_mm, "user")
     ds = header.dataset
     return {
         "path": str(header.path),
@@ -88,6 +95,44 @@ def describe_dicom(path: str | Path, *, spacing_mm: float | None = None) -> dict
         "spacing_mm": None if spacing is None else [float(s) for s in spacing],
         "spacing_source": source,
         "warnings": [*header.warnings, *([note] if note else []), *warnings],
+    }
+
+
+def _landmark_names(code: str) -> tuple[str, str]:
+    """The two landmarks of a measurement code (taxonomy), or ``<code>_a`` / ``_b``."""
+    known = MEASUREMENT_BY_CODE.get(code)
+    return known.landmarks if known else (f"{code}_a", f"{code}_b")
+
+
+def _sr_block(report: SrReport) -> dict[str, Any]:
+    """The ``sr`` entry of an SR's description: view, mm values, landmarks in source px."""
+    landmarks: dict[str, list[float]] = {}
+    for caliper in report.calipers:
+        first, second = _landmark_names(caliper.code)
+        landmarks.update({first: list(caliper.a), second: list(caliper.b)})
+    return {
+        "view": report.view,
+        "measurements_mm": {caliper.code: caliper.value_mm for caliper in report.calipers},
+        "landmarks": landmarks,
+        "landmark_space": "source_px",
+        "source_image": {
+            "sop_class": _uid_dict(report.source_sop_class_uid),
+            "sop_instance_uid": report.source_sop_instance_uid,
+            "frame": report.source_frame,
+        },
+        "model_id": report.model_id,
+    }
+
+
+def describe_sr(path: Path, ds: Dataset, notes: Sequence[str] = ()) -> dict[str, Any]:
+    """An abdus SR's description: ``sr`` holds what ``abdus.io.sr.read_sr_report`` reads."""
+    return {
+        "path": str(path),
+        "format": "dicom",
+        "modality": str(ds.get("Modality", "")).strip() or None,
+        "sop_class": _uid_dict(ds.get("SOPClassUID")),
+        "sr": _sr_block(sr_report_from_dataset(ds, path)),
+        "warnings": list(notes),
     }
 
 
@@ -125,7 +170,10 @@ def describe_file(path: str | Path, *, spacing_mm: float | None = None) -> dict[
     {uid, name} | None, regions (list of ``region_summary``), tissue_regions (indices),
     chosen_region (index used without region splitting), spacing_mm [row_mm, col_mm] | None,
     spacing_source, warnings. ``spacing_mm`` (mm/px) is used only if the file gives none.
-    Raises AbdusInputError for a file that cannot be read.
+    An abdus SR has path, format, modality, sop_class, warnings and ``sr``: view,
+    measurements_mm {code: mm}, landmarks {name: [x, y]} in landmark_space 'source_px' (of the
+    referenced frame), source_image {sop_class, sop_instance_uid, frame (0-based) | None},
+    model_id. Raises AbdusInputError for a file that cannot be read.
     """
     spacing_mm = check_spacing_mm(spacing_mm)
     if sniff_format(path) == "dicom":
@@ -151,16 +199,52 @@ def _region_line(region: dict[str, Any], chosen: int | None) -> str:
     return text + ("  <- used" if region["index"] == chosen else "")
 
 
-def format_description(info: dict[str, Any]) -> str:
-    """A readable multi-line block for one ``describe_file`` dict."""
-    rows, cols = info["size"]
-    lines = [info["path"]]
+def _kind(info: dict[str, Any]) -> str:
     kind = info["format"].upper()
     if info["sop_class"]:
         kind += f", {info['sop_class']['name']}"
     if info["modality"]:
         kind += f", modality {info['modality']}"
-    lines.append(f"  format           {kind}")
+    return kind
+
+
+def _xy(point: Sequence[float]) -> str:
+    return f"({point[0]:.2f}, {point[1]:.2f})"
+
+
+def format_sr(info: dict[str, Any]) -> str:
+    """A readable multi-line block for the description of an abdus SR."""
+    sr = info["sr"]
+    image = sr["source_image"]
+    source = image["sop_instance_uid"] or "none"
+    if image["sop_class"]:
+        source += f" ({image['sop_class']['name']})"
+    if image["frame"] is not None:
+        source += f", frame {image['frame']} (0-based)"
+    lines = [info["path"], f"  format           {_kind(info)}"]
+    lines.append(f"  view             {sr['view'] or 'none'}")
+    lines.append(f"  source image     {source}")
+    lines.append(f"  model            {sr['model_id'] or 'unknown'}")
+    count = len(sr["measurements_mm"])
+    lines.append(
+        f"  measurements     {count} in mm; landmarks (x, y) in source px of the source image"
+        if count
+        else "  measurements     none"
+    )
+    for code, value in sr["measurements_mm"].items():
+        ends = "  ".join(f"{name} {_xy(sr['landmarks'][name])}" for name in _landmark_names(code))
+        lines.append(f"    {code:<8} {value:8.2f} mm   {ends}")
+    lines += [f"  warning          {warning}" for warning in info["warnings"]]
+    return "\n".join(lines)
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """A readable multi-line block for one ``describe_file`` dict."""
+    if "sr" in info:
+        return format_sr(info)
+    rows, cols = info["size"]
+    lines = [info["path"]]
+    lines.append(f"  format           {_kind(info)}")
     lines.append(f"  size             {rows} x {cols} px (rows x cols), {info['frames']} frame(s)")
     lines.append(f"  pixels           {info['photometric']}, {info['bits_stored']} bits")
     if info["transfer_syntax"]:

@@ -39,6 +39,7 @@ from abdus.io.manifest_validation import (
     _parse_manifest,
     _parse_record,
 )
+from abdus.io.signatures import has_dicom_magic, read_head
 from abdus.taxonomy import LANDMARK_INDEX, LANDMARKS, NUM_LANDMARKS
 
 MANIFEST_NAME = "manifest.json"
@@ -169,11 +170,6 @@ def landmarks_from_array(points: np.ndarray) -> dict[str, Point]:
     }
 
 
-def read_from_array(view: str, points: np.ndarray) -> Read:
-    """A Read of ``view`` with the finite rows of a (14, 2) source-px array as its landmarks."""
-    return Read(view, landmarks_from_array(points))
-
-
 # --------------------------------------------------------------------------- JSON <-> records
 
 
@@ -262,12 +258,7 @@ def image_geometry(path: str | Path) -> tuple[int, int, int]:
     for a missing or unreadable file.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError as error:
-        raise AbdusInputError(f"cannot read file ({error.strerror})", path) from None
-    if head[128:132] == b"DICM":
+    if has_dicom_magic(read_head(path)):
         return _dicom_geometry(path, force=False)
     from PIL import Image, UnidentifiedImageError
 

@@ -3,49 +3,44 @@
     read_any(path, *, spacing_mm, spacing_source, split_regions) -> list[UltrasoundImage]
     read_frame(path, frame, *, spacing_mm, spacing_source) -> UltrasoundImage
     sniff_format(path) -> "dicom" | "png" | "jpeg"
-    describe_file(path, *, spacing_mm) -> dict           (defined in abdus.io.info)
 
 DICOM is recognised by 'DICM' at byte 128 (PS3.10 7.1) or by a bare dataset at the start;
-PNG and JPEG by their signatures. See ``abdus.io.dicom`` and ``abdus.io.images`` for pixel
-values and spacing rules.
+PNG and JPEG by their signatures (``abdus.io.signatures``). See ``abdus.io.dicom`` and
+``abdus.io.images`` for pixel values and spacing rules.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from abdus.errors import AbdusInputError
-from abdus.io.dicom import is_dicom, read_dicom
-from abdus.io.images import JPEG_SIGNATURE, PNG_SIGNATURE, read_image
+from abdus.io.dicom import read_dicom
+from abdus.io.images import read_image
+from abdus.io.signatures import (
+    HEAD_BYTES,
+    JPEG_SIGNATURE,
+    PNG_SIGNATURE,
+    has_dicom_magic,
+    looks_like_bare_dataset,
+    read_head,
+)
 from abdus.io.types import UltrasoundImage
-
-FORMATS = ("dicom", "png", "jpeg")
 
 
 def sniff_format(path: str | Path) -> str:
     """'dicom', 'png' or 'jpeg' from the file's first bytes; AbdusInputError otherwise."""
-    path = Path(path)
-    if not path.exists():
-        raise AbdusInputError("file not found", path)
-    if path.is_dir():
-        raise AbdusInputError("is a folder, not a file", path)
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError as err:
-        raise AbdusInputError(f"cannot open file: {err.strerror or err}", path) from None
+    head = read_head(path)
     if not head:
         raise AbdusInputError("file is empty", path)
-    if head[128:132] == b"DICM":
+    if has_dicom_magic(head):
         return "dicom"
     if head.startswith(PNG_SIGNATURE):
         return "png"
     if head.startswith(JPEG_SIGNATURE):
         return "jpeg"
-    if is_dicom(path):  # a bare dataset without preamble
+    if looks_like_bare_dataset(head):  # a DICOM dataset without preamble
         return "dicom"
-    if len(head) < 132:
+    if len(head) < HEAD_BYTES:
         raise AbdusInputError(
             f"not a DICOM, PNG or JPEG file (only {len(head)} bytes: truncated?)", path
         )
@@ -87,10 +82,3 @@ def read_frame(
     """
     reader = read_dicom if sniff_format(path) == "dicom" else read_image
     return reader(path, spacing_mm=spacing_mm, spacing_source=spacing_source, frames=[frame])[0]
-
-
-def describe_file(path: str | Path, *, spacing_mm: float | None = None) -> dict[str, Any]:
-    """What a file holds, as a JSON-serialisable dict (see ``abdus.io.info.describe_file``)."""
-    from abdus.io.info import describe_file as describe  # info imports this module
-
-    return describe(path, spacing_mm=spacing_mm)

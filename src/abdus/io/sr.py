@@ -33,7 +33,7 @@ abdus views        99ABDUS <view name>       value of Image View (no standard co
 
 Coordinates: abdus source pixels put pixel *centres* at integers; DICOM 2-D SCOORD puts the top
 left corner of the top left pixel at (0, 0) (PS3.3 C.18.6.1.2), so SCOORD = source px + 0.5.
-``read_sr`` undoes it.
+``read_sr_report`` (used by ``abdus info``) undoes it.
 """
 
 from __future__ import annotations
@@ -236,69 +236,131 @@ def write_sr(
 
 
 # ------------------------------------------------------------------------------ reading back
-def _concept(item: pydicom.Dataset) -> tuple[str, str]:
-    code = item.ConceptNameCodeSequence[0]
-    return str(code.CodingSchemeDesignator), str(code.CodeValue)
+@dataclass(frozen=True)
+class SrReport:
+    """What an abdus SR holds, as ``write_sr`` was given it.
+
+    ``calipers``: the measurements in mm, landmarks ``a`` / ``b`` in *source px* of the
+    referenced frame (pixel centres at integers; the SR's SCOORD minus 0.5).
+    ``source_frame``: the 0-based frame of a multi-frame source, None for a single frame.
+    """
+
+    view: str | None
+    calipers: tuple[CaliperMeasurement, ...]
+    source_sop_class_uid: str | None
+    source_sop_instance_uid: str | None
+    source_frame: int | None
+    model_id: str | None  # the observer device's model name (the model that measured)
 
 
-def _find(items: Sequence[pydicom.Dataset], scheme: str, value: str) -> list[pydicom.Dataset]:
-    return [i for i in items if "ConceptNameCodeSequence" in i and _concept(i) == (scheme, value)]
+def is_sr_document(ds: pydicom.Dataset) -> bool:
+    """True for a DICOM Structured Report (a document, not an image)."""
+    return str(ds.get("Modality", "")).strip() == "SR" or "ContentSequence" in ds
 
 
-def _group_measurement(group: pydicom.Dataset) -> tuple[str, float, tuple] | None:
-    """(code, value mm, ((x, y), (x, y)) source px) of a TID 1410 group, None if it has none."""
-    items = list(group.get("ContentSequence", []))
-    tracking = _find(items, "DCM", "112039")  # Tracking Identifier
-    lengths = _find(items, codes.SCT.Length.scheme_designator, codes.SCT.Length.value)
-    regions = [i for i in items if i.ValueType == "SCOORD"]
-    if not tracking or not lengths or not regions:
+def _abdus_view(group: Any) -> str | None:
+    for evaluation in group.get_qualitative_evaluations(name=codes.DCM.ImageView):
+        if evaluation.value.scheme_designator == PRIVATE_SCHEME:
+            return str(evaluation.value.value)
+    return None
+
+
+def _caliper(
+    group: hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations,
+) -> CaliperMeasurement | None:
+    """The caliper of one TID 1410 group (tracking identifier, Length in mm, its two points),
+    None for a group without a Length, a region or an identifier (not an abdus caliper)."""
+    lengths = group.get_measurements(name=codes.SCT.Length)
+    if not lengths or group.roi is None or not group.tracking_identifier:
         return None
-    measured = lengths[0].MeasuredValueSequence[0]
-    unit = measured.MeasurementUnitsCodeSequence[0].CodeValue
+    unit = lengths[0].unit.value
     if unit != "mm":
         raise ValueError(f"measurement unit {unit!r}, expected mm")
-    data = np.asarray(regions[0].GraphicData, dtype=np.float64).reshape(-1, 2) - _SCOORD_OFFSET
-    points = tuple((float(x), float(y)) for x, y in data)
-    return str(tracking[0].TextValue), float(measured.NumericValue), points
+    points = np.asarray(group.roi.value, dtype=np.float64).reshape(-1, 2) - _SCOORD_OFFSET
+    if points.shape != (2, 2):
+        raise ValueError(f"caliper with {len(points)} points, expected 2")
+    (ax, ay), (bx, by) = points.tolist()
+    return CaliperMeasurement(
+        str(group.tracking_identifier), float(lengths[0].value), (ax, ay), (bx, by)
+    )
+
+
+def _source_image(report: hd.sr.MeasurementReport) -> Any:
+    """The source image reference (an IMAGE content item) of the first group that has one."""
+    for group in report.get_planar_roi_measurement_groups():
+        if group.roi is not None and "ContentSequence" in group.roi:
+            return group.roi.ContentSequence[0]
+    for group in report.get_image_measurement_groups():
+        if group.source_images:
+            return group.source_images[0]
+    return None
+
+
+def _model_id(report: hd.sr.MeasurementReport) -> str | None:
+    for context in report.get_observer_contexts():
+        attributes = context.observer_identifying_attributes
+        if isinstance(attributes, hd.sr.DeviceObserverIdentifyingAttributes):
+            return attributes.model_name
+    return None
+
+
+def sr_report_from_dataset(ds: pydicom.Dataset, path: str | Path | None = None) -> SrReport:
+    """Parse an abdus Comprehensive SR (TID 1500) with highdicom; AbdusInputError otherwise."""
+    try:
+        document = hd.sr.ComprehensiveSR.from_dataset(ds, copy=True)
+        report = document.content
+        if not isinstance(report, hd.sr.MeasurementReport):
+            raise ValueError("the document is not a TID 1500 measurement report")
+        planar = report.get_planar_roi_measurement_groups()
+        groups = [*planar, *report.get_image_measurement_groups()]
+        calipers = tuple(c for c in map(_caliper, planar) if c is not None)
+        view = next((v for v in map(_abdus_view, groups) if v is not None), None)
+        image = _source_image(report)
+        frames = None if image is None else image.referenced_frame_numbers
+        model_id = _model_id(report)
+    except Exception as err:  # highdicom raises many types on a foreign or damaged document
+        raise AbdusInputError(f"not a readable abdus SR measurement report: {err}", path) from None
+    return SrReport(
+        view=view,
+        calipers=calipers,
+        source_sop_class_uid=None if image is None else str(image.referenced_sop_class_uid),
+        source_sop_instance_uid=None if image is None else str(image.referenced_sop_instance_uid),
+        source_frame=int(frames[0]) - 1 if frames else None,
+        model_id=model_id,
+    )
+
+
+def read_sr_report(path: str | Path) -> SrReport:
+    """Read an abdus SR file (see ``SrReport``); AbdusInputError for anything else."""
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as err:  # pydicom raises many types on a damaged or foreign file
+        raise AbdusInputError(f"not a readable DICOM file: {err}", path) from None
+    return sr_report_from_dataset(ds, path)
 
 
 def read_sr(path: str | Path) -> dict[str, tuple[float, tuple[tuple[float, float], ...]]]:
-    """Measurements of an abdus SR: ``{code: (value_mm, ((x_a, y_a), (x_b, y_b)))}``, points in
-    source px (pixel centres at integers), as ``write_sr`` was given them."""
-    try:
-        ds = pydicom.dcmread(path)
-        containers = _find(ds.ContentSequence, "DCM", "126010")  # Imaging Measurements
-    except Exception as err:  # a foreign or damaged file
-        raise AbdusInputError(f"not a readable SR measurement report: {err}", path) from None
-    out: dict[str, tuple[float, tuple[tuple[float, float], ...]]] = {}
-    for container in containers:
-        for group in _find(container.get("ContentSequence", []), "DCM", "125007"):
-            found = _group_measurement(group)
-            if found is not None:
-                code, value, points = found
-                out[code] = (value, points)
-    return out
+    """Measurements of an abdus SR: ``{code: (value_mm, ((x_a, y_a), (x_b, y_b)))}`` in
+    source px (see ``read_sr_report``)."""
+    return {c.code: (c.value_mm, (c.a, c.b)) for c in read_sr_report(path).calipers}
 
 
 def read_sr_view(path: str | Path) -> str | None:
     """The abdus view recorded in an SR (qualitative evaluation "Image View"), or None."""
-    ds = pydicom.dcmread(path)
-    for container in _find(ds.ContentSequence, "DCM", "126010"):
-        for group in container.get("ContentSequence", []):
-            for item in _find(group.get("ContentSequence", []), "DCM", "111031"):
-                value = item.ConceptCodeSequence[0]
-                if value.CodingSchemeDesignator == PRIVATE_SCHEME:
-                    return str(value.get("CodeValue") or value.get("LongCodeValue"))
-    return None
+    return read_sr_report(path).view
 
 
 __all__ = [
     "ORGAN_OF_TASK",
     "PRIVATE_SCHEME",
     "CaliperMeasurement",
+    "SrReport",
     "build_sr",
+    "is_sr_document",
     "read_source_header",
     "read_sr",
+    "read_sr_report",
     "read_sr_view",
+    "sr_report_from_dataset",
     "write_sr",
 ]

@@ -15,16 +15,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 
 from abdus.errors import AbdusInputError
 from abdus.io.images import caller_spacing
 from abdus.io.types import Region
-
-if TYPE_CHECKING:
-    from abdus.io.dicom import DicomHeader
 
 # PS3.3 C.8.5.5.1: codes of PhysicalUnitsX/YDirection, RegionSpatialFormat, RegionDataType.
 UNIT_NAMES = {0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "seconds", 5: "hertz",
@@ -149,7 +145,7 @@ def choose_tissue_region(entries: Sequence[RegionEntry]) -> tuple[Region | None,
     )
 
 
-def _pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float] | None:
+def pixel_spacing_of(ds: Dataset, warnings: list[str]) -> tuple[float, float] | None:
     """``PixelSpacing`` (row_mm, col_mm) if present and valid, else None (with a warning)."""
     value = ds.get("PixelSpacing")
     if value is None:
@@ -166,16 +162,20 @@ def _pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float] | No
 
 
 def resolve_spacing(
-    header: DicomHeader,
     region: Region | None,
+    pixel_spacing: tuple[float, float] | None,
     spacing_mm: float | None,
     spacing_source: str,
 ) -> tuple[tuple[float, float] | None, str, list[str]]:
-    """The (row_mm, col_mm) spacing for an image of ``region``, its source and warnings."""
+    """The (row_mm, col_mm) spacing for an image of ``region``, its source and warnings.
+
+    ``pixel_spacing``: the file's valid ``PixelSpacing`` (``pixel_spacing_of``) or None;
+    ``spacing_mm``: the caller's isotropic mm/px, used only when the file gives none.
+    """
     if region is not None and region.spacing_mm is not None:
         spacing, source = region.spacing_mm, "ultrasound_region"
-    elif header.pixel_spacing is not None:
-        spacing, source = header.pixel_spacing, "pixel_spacing"
+    elif pixel_spacing is not None:
+        spacing, source = pixel_spacing, "pixel_spacing"
     else:
         why = "the file has no ultrasound tissue region in cm and no PixelSpacing"
         return caller_spacing(spacing_mm, spacing_source, why)
