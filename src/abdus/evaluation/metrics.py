@@ -2,6 +2,8 @@
 
 All functions are pure; the evaluation driver decides which images enter each metric (the
 paper's protocol: a measurement is scored on the images whose *reference* view has its task).
+Counts, accuracy, precision/recall and absolute errors come from ``sklearn.metrics``, the
+Wilson interval from ``scipy.stats``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats
+from sklearn import metrics as sk_metrics
 
 from abdus.taxonomy import NUM_VIEWS, VIEW_NAMES
 
@@ -20,19 +24,19 @@ def confusion_matrix(
     true: Sequence[int], pred: Sequence[int], num_classes: int = NUM_VIEWS
 ) -> np.ndarray:
     """Counts (num_classes, num_classes): rows are the reference class, columns the prediction."""
-    true_a = np.asarray(true, dtype=np.int64)
-    pred_a = np.asarray(pred, dtype=np.int64)
-    if true_a.shape != pred_a.shape:
-        raise ValueError(f"true and pred differ in length: {true_a.shape} vs {pred_a.shape}")
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (true_a, pred_a), 1)
-    return counts
+    if len(true) == 0 and len(pred) == 0:
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return sk_metrics.confusion_matrix(true, pred, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def row_normalised(counts: np.ndarray) -> np.ndarray:
     """Each row divided by its total (rows with no images stay 0)."""
     totals = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+
+
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def view_metrics(true: Sequence[int], pred: Sequence[int]) -> dict:
@@ -42,23 +46,37 @@ def view_metrics(true: Sequence[int], pred: Sequence[int]) -> dict:
     """
     counts = confusion_matrix(true, pred)
     n = int(counts.sum())
-    diag = np.diag(counts)
-    predicted, reference = counts.sum(axis=0), counts.sum(axis=1)
+    labels = np.arange(NUM_VIEWS)
+    if n:
+        precision, recall, _, _ = sk_metrics.precision_recall_fscore_support(
+            true, pred, labels=labels, zero_division=np.nan
+        )
+    else:
+        precision = recall = np.full(NUM_VIEWS, np.nan)
+    reference = counts.sum(axis=1)
     per_view = {
         name: {
-            "precision": float(diag[i] / predicted[i]) if predicted[i] else None,
-            "recall": float(diag[i] / reference[i]) if reference[i] else None,
+            "precision": _defined(precision[i]),
+            "recall": _defined(recall[i]),
             "n_reference": int(reference[i]),
         }
         for i, name in enumerate(VIEW_NAMES)
     }
     return {
-        "view_accuracy": float(diag.sum() / n) if n else None,
+        "view_accuracy": float(sk_metrics.accuracy_score(true, pred)) if n else None,
         "n_images": n,
         "confusion_matrix": counts.tolist(),
         "confusion_matrix_normalised": row_normalised(counts).round(6).tolist(),
         "per_view": per_view,
     }
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float] | None:
+    """95% Wilson score interval of a proportion (Wilson 1927), or None when n = 0."""
+    if n <= 0:
+        return None
+    interval = stats.binomtest(successes, n).proportion_ci(0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def bland_altman(pred: Sequence[float], ref: Sequence[float]) -> dict[str, float | None]:
@@ -78,12 +96,12 @@ def measurement_summary(
     out: dict[str, dict[str, float | int | None]] = {}
     for code, code_pairs in pairs.items():
         arr = np.asarray(code_pairs, dtype=np.float64).reshape(-1, 2)
-        abs_err = np.abs(arr[:, 0] - arr[:, 1])
+        pred, ref = arr[:, 0], arr[:, 1]
         out[code] = {
             "n": int(arr.shape[0]),
-            "mae_mm": float(abs_err.mean()) if abs_err.size else None,
-            "median_mm": float(np.median(abs_err)) if abs_err.size else None,
-            **{f"ba_{k}_mm": v for k, v in bland_altman(arr[:, 0], arr[:, 1]).items()},
+            "mae_mm": float(sk_metrics.mean_absolute_error(ref, pred)) if ref.size else None,
+            "median_mm": float(sk_metrics.median_absolute_error(ref, pred)) if ref.size else None,
+            **{f"ba_{k}_mm": v for k, v in bland_altman(pred, ref).items()},
         }
     return out
 
