@@ -19,6 +19,8 @@ regions, pixel_spacing, palette, preamble) -> Path``
     PhysicalDeltaY), a PW Doppler strip and a colour bar.
 ``speckle_pattern(rows, cols, frames, colour)``
     Deterministic pixels with structure (gradient + blobs + noise), uint8.
+``make_secondary_capture(path, *, pixels, rows, cols, seed) -> Path``
+    Not ultrasound: an RGB screenshot stored as Secondary Capture (``...7``), modality OT.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pydicom.uid import (
 
 US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 
 # PS3.3 C.8.5.5.1: RegionSpatialFormat, RegionDataType and PhysicalUnits codes used here.
 SPATIAL_NONE, SPATIAL_2D, SPATIAL_M_MODE, SPATIAL_SPECTRAL = 0, 1, 2, 3
@@ -312,4 +315,34 @@ def make_us_dicom(
     else:  # PS3.10 7.1 says files have both; old exports and some PACS dumps do not
         ds.file_meta = FileMetaDataset()
         ds.save_as(path, implicit_vr=transfer_syntax == ImplicitVRLittleEndian, little_endian=True)
+    return path
+
+
+def make_secondary_capture(
+    path: str | Path,
+    *,
+    pixels: np.ndarray | None = None,
+    rows: int = 64,
+    cols: int = 80,
+    seed: int = 0,
+) -> Path:
+    """Write an RGB Secondary Capture (modality OT): a screen grab, not an ultrasound image.
+
+    ``pixels``: (H, W, 3) uint8 RGB; default ``speckle_pattern(..., colour=True)``. No spacing.
+    """
+    if pixels is None:
+        pixels = speckle_pattern(rows, cols, 1, colour=True, seed=seed)[0]
+    rows, cols = pixels.shape[:2]
+    ds = _base_dataset(SECONDARY_CAPTURE_STORAGE, rows, cols)
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"  # workstation (PS3.3 C.8.6.1)
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    _set_pixel_module(ds, "RGB", 8)
+    _store_pixels(ds, np.asarray(pixels, dtype=np.uint8)[None], ExplicitVRLittleEndian, 95)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
     return path

@@ -19,7 +19,7 @@ from pydicom.uid import (
 )
 
 from abdus.errors import AbdusInputError
-from abdus.io.dicom import read_dicom, read_dicom_header
+from abdus.io.dicom import read_dicom, read_dicom_header, ultrasound_warning
 from abdus.io.images import luminance
 from abdus.io.reader import read_any, read_frame
 
@@ -318,6 +318,36 @@ def test_read_frame_decodes_only_the_asked_frame(folder: Path, dual_view: Path) 
     np.testing.assert_array_equal(image.pixels, source[1].astype(np.float32))
     with pytest.raises(AbdusInputError, match="frame 2"):
         read_any(truncated)
+
+
+# --- not ultrasound ------------------------------------------------------------------------
+
+
+def test_secondary_capture_reads_with_a_not_ultrasound_warning(folder: Path) -> None:
+    path = factory.make_secondary_capture(folder / "screen.dcm")
+    warning = ultrasound_warning(pydicom.dcmread(path, stop_before_pixels=True))
+    assert warning is not None and "\n" not in warning
+    assert "modality OT" in warning
+    assert f"Secondary Capture Image Storage ({factory.SECONDARY_CAPTURE_STORAGE})" in warning
+    (image,) = read_any(path)
+    assert image.photometric == "RGB"
+    # The reader attaches it; `abdus predict` copies image warnings into its JSON and CSV.
+    assert image.warnings[0] == warning
+
+
+def test_ultrasound_files_are_not_warned_about(folder: Path, dual_view: Path) -> None:
+    single = factory.make_us_dicom(folder / "us_single.dcm")
+    for path in (single, dual_view):
+        assert ultrasound_warning(pydicom.dcmread(path, stop_before_pixels=True)) is None
+        assert not any("not an ultrasound" in w for w in read_any(path)[0].warnings)
+    ds = pydicom.dcmread(single, stop_before_pixels=True)
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6"  # the retired Ultrasound Image Storage
+    assert ultrasound_warning(ds) is None
+    ds.Modality = "CT"
+    assert "modality CT, SOP class" in str(ultrasound_warning(ds))
+    ds.Modality = "US"
+    del ds.SOPClassUID
+    assert "modality US, SOP class (none)" in str(ultrasound_warning(ds))
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``abdus info``: describe_file, run_info text / JSON output and exit codes, the CLI."""
+"""``abdus info``: describe_file, run_info text / JSON output and exit codes, the CLI, SR files."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from abdus.cli import main
 from abdus.io.info import describe_file, run_info
+from abdus.io.sr import CaliperMeasurement, write_sr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dicom_factory as factory
@@ -121,3 +122,34 @@ def test_describe_checks_pixels_not_only_the_header(tmp_path: Path) -> None:
     path = factory.make_us_dicom(tmp_path / "one.dcm", pixels=np.zeros((32, 32), np.uint8))
     path.write_bytes(path.read_bytes()[:-100])
     assert run_info([str(path)]) == 1
+
+
+def test_info_on_an_abdus_sr_shows_view_measurements_and_landmarks(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calipers = [CaliperMeasurement("KL_LA", 98.765, (10.0, 20.0), (70.5, 40.25))]
+    sr = write_sr(tmp_path / "a.sr.dcm", files["dual"], calipers, view="kidney_right_long", frame=1)
+    info = describe_file(sr)
+    json.dumps(info, allow_nan=False)
+    assert info["format"] == "dicom" and info["modality"] == "SR"
+    block = info["sr"]
+    assert block["view"] == "kidney_right_long"
+    assert block["measurements_mm"] == {"KL_LA": pytest.approx(98.765)}
+    assert block["landmark_space"] == "source_px"
+    assert block["landmarks"]["kl_la_1"] == pytest.approx([10.0, 20.0], abs=1e-4)
+    assert block["landmarks"]["kl_la_2"] == pytest.approx([70.5, 40.25], abs=1e-4)
+    assert block["source_image"]["frame"] == 1
+    assert block["source_image"]["sop_class"]["uid"] == factory.US_MULTIFRAME_STORAGE
+
+    assert main(["info", str(sr)]) == 0
+    out = capsys.readouterr().out
+    assert "view             kidney_right_long" in out
+    assert "KL_LA" in out and "98.77 mm" in out and "source px" in out
+    assert "kl_la_1 (10.00, 20.00)" in out and "kl_la_2 (70.50, 40.25)" in out
+    assert "frame 1" in out
+
+
+def test_info_warns_about_a_file_that_is_not_ultrasound(tmp_path: Path) -> None:
+    info = describe_file(factory.make_secondary_capture(tmp_path / "screen.dcm"))
+    assert info["modality"] == "OT" and info["photometric"] == "RGB"
+    assert "not an ultrasound image: modality OT" in info["warnings"][0]

@@ -1,4 +1,4 @@
-"""DICOM SR out: TID 1500 measurement reports that validate with dciodvfy and read back."""
+"""DICOM SR: TID 1500 measurement reports that validate with dciodvfy and read back."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from abdus.errors import AbdusInputError
 from abdus.io.sr import (
     CaliperMeasurement,
     build_sr,
+    is_sr_document,
     read_source_header,
     read_sr,
+    read_sr_report,
     read_sr_view,
     write_sr,
 )
@@ -49,14 +51,22 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 
 
 def test_measurements_round_trip_in_mm_and_source_px(sources, tmp_path):
-    path = write_sr(tmp_path / "kt.sr.dcm", sources["single"], KT, view="kidney_left_trans")
-    found = read_sr(path)
-    assert set(found) == {"KT_LA", "KT_SA"}
-    for caliper in KT:
-        value, points = found[caliper.code]
-        assert value == pytest.approx(caliper.value_mm, rel=1e-12)
-        flat = [v for point in points for v in point]
+    path = write_sr(
+        tmp_path / "kt.sr.dcm", sources["single"], KT, view="kidney_left_trans", model_id="m1"
+    )
+    report = read_sr_report(path)
+    assert [c.code for c in report.calipers] == ["KT_LA", "KT_SA"]
+    for found, caliper in zip(report.calipers, KT, strict=True):
+        assert found.value_mm == pytest.approx(caliper.value_mm, rel=1e-12)
+        flat = [*found.a, *found.b]
         assert flat == pytest.approx([*caliper.a, *caliper.b], abs=1e-4)  # GraphicData is FL
+    assert report.view == "kidney_left_trans" and report.model_id == "m1"
+    source = pydicom.dcmread(sources["single"], stop_before_pixels=True)
+    assert report.source_sop_instance_uid == source.SOPInstanceUID
+    assert report.source_sop_class_uid == source.SOPClassUID
+    assert report.source_frame is None  # a single-frame source references no frame
+    # The code-keyed views of the same report.
+    assert read_sr(path) == {c.code: (c.value_mm, (c.a, c.b)) for c in report.calipers}
     assert read_sr_view(path) == "kidney_left_trans"
 
 
@@ -65,7 +75,9 @@ def test_sr_references_the_source_image_frame_and_uses_mm(sources, tmp_path):
         tmp_path / "clip.sr.dcm", sources["clip"], KT[:1], view="kidney_right_trans", frame=2
     )
     ds = pydicom.dcmread(path)
+    assert is_sr_document(ds) and read_sr_report(path).source_frame == 2
     source = pydicom.dcmread(sources["clip"], stop_before_pixels=True)
+    assert not is_sr_document(source)
     assert ds.Modality == "SR" and ds.StudyInstanceUID == source.StudyInstanceUID
     assert ds.PatientID == source.PatientID
     text = str(ds)
@@ -90,8 +102,9 @@ def test_sr_documents_pass_dciodvfy(sources, tmp_path):
 
 def test_an_image_without_measurements_still_records_its_view(sources, tmp_path):
     path = write_sr(tmp_path / "view.sr.dcm", sources["single"], [], view="liver_left_trans")
-    assert read_sr(path) == {}
-    assert read_sr_view(path) == "liver_left_trans"
+    report = read_sr_report(path)
+    assert report.calipers == () and report.view == "liver_left_trans"
+    assert report.source_sop_instance_uid == read_source_header(sources["single"]).SOPInstanceUID
 
 
 def test_bad_inputs_are_clear_errors(sources, tmp_path):
@@ -102,7 +115,9 @@ def test_bad_inputs_are_clear_errors(sources, tmp_path):
         build_sr(header, [], view="heart")
     not_sr = tmp_path / "x.txt"
     not_sr.write_text("hello")
-    with pytest.raises(AbdusInputError):
-        read_sr(not_sr)
+    for path in (not_sr, sources["single"]):  # not DICOM; an image, not an SR
+        with pytest.raises(AbdusInputError, match="not a readable") as caught:
+            read_sr_report(path)
+        assert str(caught.value).startswith(str(path)) and "\n" not in str(caught.value)
     with pytest.raises(AbdusInputError):
         read_source_header(not_sr)
