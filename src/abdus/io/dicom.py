@@ -8,6 +8,7 @@ decoded to RGB by pydicom then BT.601 luma; PALETTE COLOR through its LUT then l
 
 Spacing comes from the ultrasound regions, then ``PixelSpacing``, then the caller, else none
 (never a guess); ``abdus.io.us_regions`` parses the regions and resolves it (PS3.3 C.8.5.5).
+A DICOM image that is not ultrasound (``ultrasound_warning``) is read, with a warning on it.
 """
 
 from __future__ import annotations
