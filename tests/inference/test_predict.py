@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from abdus.errors import AbdusInputError
 from abdus.inference.outputs import LONG_AXIS_RGB, SHORT_AXIS_RGB, UniqueNames, image_name
-from abdus.inference.predict import collect_inputs, run_predict
+from abdus.inference.predict import collect_inputs, resolve_device, run_predict
 from abdus.io.sr import read_sr, read_sr_view
 from abdus.taxonomy import (
     MEASUREMENT_BY_CODE,
@@ -248,3 +249,50 @@ def test_a_failed_sr_keeps_the_prediction_and_fails_the_exit_code(
     assert record["error"].startswith("SR not written") and "SOPInstanceUID" in record["error"]
     assert record["view"] in VIEW_NAMES  # the prediction itself is there
     assert "SR not written" in capsys.readouterr().err
+
+
+def test_reader_warnings_go_to_stderr_one_line_per_file_and_into_the_json(
+    tiny_run, scanner_files, tmp_path, capsys
+):
+    import pydicom
+
+    ds = pydicom.dcmread(scanner_files["j2k"])
+    ds.Modality = "OT"  # a screen grab stored as Secondary Capture: not an ultrasound image
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.save_as(tmp_path / "screen_grab.dcm")
+    inputs = [tmp_path / "screen_grab.dcm", scanner_files["png"], scanner_files["clip"]]
+    assert run_predict(tiny_run, inputs, tmp_path / "out", view=KT_VIEW) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)  # none: clip
+    assert err[0].startswith(f"warning: {tmp_path / 'screen_grab.dcm'}: ")
+    assert "not an ultrasound image" in err[0] and "modality OT" in err[0]
+    assert err[1].startswith(f"warning: {scanner_files['png']}: ") and "spacing" in err[1]
+    record = _load(tmp_path / "out", "screen_grab")
+    assert any("not an ultrasound image" in w for w in record["warnings"])
+    assert record["view"] == KT_VIEW and record["error"] is None  # still predicted
+
+
+def test_device_choice(tiny_run, scanner_files, tmp_path):
+    png = [scanner_files["png"]]
+    assert run_predict(tiny_run, png, tmp_path / "cpu", view=KT_VIEW, device="cpu") == 0
+    assert _load(tmp_path / "cpu", "screen")["backend"] == "torch-fp32"
+    with pytest.raises(AbdusInputError, match="unknown device 'tpu'; valid: auto, cpu, cuda"):
+        run_predict(tiny_run, png, tmp_path, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(AbdusInputError, match="CUDA is not available"):
+            run_predict(tiny_run, png, tmp_path, device="cuda:0")
+        assert resolve_device(None) == resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_predicts_what_the_cpu_predicts(tiny_run, scanner_files, tmp_path):
+    inputs = [scanner_files["dual"], scanner_files["j2k"]]
+    assert resolve_device("auto") == torch.device("cuda")
+    assert run_predict(tiny_run, inputs, tmp_path / "cpu", device="cpu") == 0
+    assert run_predict(tiny_run, inputs, tmp_path / "gpu", device="cuda") == 0
+    for path in (tmp_path / "cpu").glob("*.json"):
+        cpu, gpu = _load(tmp_path / "cpu", path.stem), _load(tmp_path / "gpu", path.stem)
+        assert cpu["view"] == gpu["view"]
+        for name, mark in cpu["landmarks"].items():
+            assert mark["x"] == pytest.approx(gpu["landmarks"][name]["x"], abs=0.05)
+            assert mark["y"] == pytest.approx(gpu["landmarks"][name]["y"], abs=0.05)

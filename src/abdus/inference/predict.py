@@ -7,9 +7,11 @@ DICOM every 2-D tissue region of a frame, is one image. Per image: ``<name>.json
 input ``<name>.sr.dcm`` (TID 1500, ``abdus.io.sr``). ``predictions.csv`` lists the batch.
 
 A file or image that fails does not stop the batch: its JSON and CSV row carry a one-line error,
-stderr gets ``error: <path>: <problem>``, and the exit code is 1 at the end. Images are
-preprocessed one by one and run through the network ``batch_size`` at a time; only the heat
-maps of each image's view task are decoded (the others are not reported).
+stderr gets ``error: <path>: <problem>``, and the exit code is 1 at the end. What the reader
+warns about a file (not an ultrasound image, no pixel spacing, a clipped region, ...) goes to
+stderr as one line ``warning: <path>: <warning>; ...`` per file, and into each image's JSON.
+Images are preprocessed one by one and run through the network ``batch_size`` at a time; only
+the heat maps of each image's view task are decoded (the others are not reported).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import torch
 
 from abdus.data.preprocess import PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
@@ -42,6 +45,7 @@ from abdus.inference.predictor import Predictor, as_batch
 from abdus.io.reader import read_any, sniff_format
 from abdus.io.sr import CaliperMeasurement, write_sr
 from abdus.io.types import UltrasoundImage
+from abdus.progress import progress
 from abdus.taxonomy import view_by_name
 
 # Suffixes that mark a file in a folder as meant to be an image even when it cannot be read.
@@ -171,6 +175,7 @@ class PredictSession:
             name = self._name(path.stem or path.name)
             self.fail(name, source_json(path, None, None), err)
             return
+        warn_file(path, images)
         frames = len({im.frame for im in images})
         for image in images:
             same_frame = [im for im in images if im.frame == image.frame]
@@ -257,15 +262,46 @@ def _check_options(backend: str, view: str | None, batch_size: int, bf16: bool) 
         raise AbdusInputError("--bf16 applies to the torch backend only")
 
 
-def _load_predictor(model: str | Path, backend: str, bf16: bool) -> Predictor:
-    """A network predictor, or the PBT baseline's for a ``model.pbt`` / PBT run folder."""
+def resolve_device(device: str | None) -> torch.device:
+    """The torch device for ``device``: None / "auto" (the GPU when there is one, else the
+    CPU), "cpu", "cuda" or "cuda:N"; AbdusInputError for anything else or absent CUDA."""
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(name)
+    except RuntimeError:
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise AbdusInputError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N")
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise AbdusInputError(f"device {device!r} requested but CUDA is not available")
+    if chosen.index is not None and chosen.index >= torch.cuda.device_count():
+        raise AbdusInputError(f"no GPU {chosen.index}: {torch.cuda.device_count()} found")
+    return chosen
+
+
+def _load_predictor(
+    model: str | Path, backend: str, bf16: bool, device: torch.device | str = "cpu"
+) -> Predictor:
+    """A network predictor on ``device``, or the PBT baseline's (always on the CPU) for a
+    ``model.pbt`` / PBT run folder."""
     from abdus.inference.pbt_predictor import PBTPredictor, is_pbt_model
 
     if is_pbt_model(model):
         if backend != "torch" or bf16:
             raise AbdusInputError("the PBT baseline runs without --backend / --bf16", model)
         return PBTPredictor(model)
-    return Predictor.from_run(model, backend=backend, bf16=bf16)
+    return Predictor.from_run(model, backend=backend, bf16=bf16, device=device)
+
+
+def warn_file(path: Path, images: Sequence[UltrasoundImage]) -> None:
+    """One stderr line with what the reader warned about ``path`` (each warning once, over
+    all its frames and regions); nothing when it warned about nothing."""
+    warnings = list(dict.fromkeys(w for image in images for w in image.warnings))
+    if warnings:
+        text = " ".join("; ".join(warnings).split())
+        print(f"warning: {path}: {text}", file=sys.stderr)
 
 
 def run_predict(
@@ -280,23 +316,27 @@ def run_predict(
     bf16: bool = False,
     view: str | None = None,
     batch_size: int = 8,
+    device: str | None = None,
 ) -> int:
     """Predict on every image of ``inputs`` into the folder ``out``; returns the exit code.
 
     ``model``: run folder, ``model.pt`` or abdus ``.onnx``. ``spacing_mm``: mm per pixel for
     files without calibration (else their measurements are null, with the reason). ``view``: a
-    view name that replaces the classifier (needed for models without one). Returns 0 when
+    view name that replaces the classifier (needed for models without one). ``device``: "cpu",
+    "cuda", "cuda:N" or None / "auto" (the GPU when there is one; a PBT model runs on the
+    CPU). Returns 0 when
     every image was predicted, 1 when any file or image failed (each one reported on stderr).
     Bad options, a bad model or no input files raise AbdusInputError.
     """
     _check_options(backend, view, batch_size, bf16)
+    torch_device = resolve_device(device)
     if spacing_mm is not None and not spacing_mm > 0:
         raise AbdusInputError(f"--spacing-mm must be positive, got {spacing_mm}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise AbdusInputError("the output exists and is not a folder", out_dir)
     files = collect_inputs(inputs, exclude=out_dir)
-    predictor = _load_predictor(model, backend, bf16)
+    predictor = _load_predictor(model, backend, bf16, torch_device)
     if bf16 and not bf16_supported(predictor.device):
         print("warning: no native bfloat16 on this CPU: --bf16 will be slower", file=sys.stderr)
     if not predictor.classifies and view is None:
@@ -305,7 +345,7 @@ def run_predict(
     session = PredictSession(
         predictor, out_dir, overlay=overlay, sr=sr, view=view, batch_size=batch_size
     )
-    for path in files:
+    for path in progress(files, "predict", total=len(files), unit="file"):
         session.add_file(path, spacing_mm)
     session.flush()
     write_csv(out_dir / CSV_NAME, session.sorted_rows())
