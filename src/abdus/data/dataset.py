@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +48,7 @@ from abdus.io.atomic import atomic_path, atomic_write_json
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array
 from abdus.io.reader import read_frame
 from abdus.io.types import UltrasoundImage
+from abdus.progress import progress
 from abdus.taxonomy import NUM_LANDMARKS, VIEW_INDEX
 
 CACHE_VERSION = 1  # bump when preprocessing or masking changes what is stored
@@ -160,13 +161,23 @@ class SampleCache:
         if workers > 0 and len(jobs) > 1:
             context = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-                results = pool.map(_build_one, jobs, chunksize=4)
-                for i, (stored, transform) in zip(missing, results, strict=True):
-                    found[i] = self._store(i, stored, transform)
+                self._store_all(found, missing, pool.map(_build_one, jobs, chunksize=4))
         else:
-            for i, job in zip(missing, jobs, strict=True):
-                found[i] = self._store(i, *_build_one(job))
+            self._store_all(found, missing, map(_build_one, jobs))
         self.transforms: list[SourceToModel] = [t for t in found if t is not None]
+
+    def _store_all(
+        self,
+        found: list[SourceToModel | None],
+        missing: list[int],
+        results: Iterable[tuple[np.ndarray, SourceToModel]],
+    ) -> None:
+        """Store each built sample as it arrives, with a progress bar on a terminal."""
+        built = zip(missing, results, strict=True)
+        for i, (stored, transform) in progress(
+            built, "sample cache", total=len(missing), unit="img"
+        ):
+            found[i] = self._store(i, stored, transform)
 
     def _store(self, i: int, stored: np.ndarray, transform: SourceToModel) -> SourceToModel:
         if self.cache_dir is None:
