@@ -8,20 +8,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from abdus.evaluation.cases import (
+    find_outliers,
+    gallery_cases,
+    landmark_error_per_image_mm,
+    outlier_cases,
+)
 from abdus.evaluation.curves import learning_curves_png, stage_curves
-from abdus.evaluation.evaluate import SplitPredictions
 from abdus.evaluation.plots import (
     GalleryCase,
     bland_altman_png,
     confusion_png,
-    find_outliers,
-    gallery_cases,
     gallery_png,
-    landmark_error_per_image_mm,
-    outlier_cases,
     radial_error_histogram_png,
     write_png,
 )
+from abdus.evaluation.predictions import SplitPredictions
 from abdus.evaluation.tables import ConfusionPanel
 from abdus.io.manifest import ImageRecord, Read
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, VIEW_INDEX

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from abdus.baselines.pbt import train_pbt
 from abdus.errors import AbdusInputError
+from abdus.evaluation.evaluate import evaluate_pbt, evaluate_run, pick_device
+from abdus.evaluation.reproduce_report import write_reproduce_report
+from abdus.io.atomic import atomic_write_json
+from abdus.models import count_parameters, model_size_mb
+from abdus.progress import progress
+from abdus.training.checkpoint import load_model_from_run
+from abdus.training.trainer import train
 
 NETWORKS = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r")
 ALL_MODELS = (*NETWORKS, "pbt")
@@ -33,16 +41,13 @@ def reproduce(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate each model on ``data``; write Table 1, Fig. 3 and the size table."""
-    from abdus.evaluation.report import write_reproduce_report
-    from abdus.io.atomic import atomic_write_json
-
     unknown = sorted(set(models) - set(ALL_MODELS))
     if unknown:
         raise AbdusInputError(f"unknown model(s) {unknown}; valid: {', '.join(ALL_MODELS)}")
     out = Path(out)
     results: dict[str, dict] = {}
     sizes: dict[str, dict] = {}
-    for name in models:
+    for name in progress(models, "reproduce", total=len(models), unit="model"):
         print(f"reproduce: {name} ({preset} preset)", flush=True)
         run = out / name
         if name == "pbt":
@@ -65,7 +70,7 @@ def reproduce(
         "data": str(data),
         "split": "test (patient level: 20% test, 10% validation for model selection, 70% train)",
         "patients in test split": reference.get("n_patients"),
-        "device": device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        "device": device or pick_device(),
     }
     write_reproduce_report(rows, out, confusion=confusion, sizes=sizes, context=context)
     atomic_write_json(out / "reproduce.json", {"metrics": results, "sizes": sizes, **context})
@@ -73,11 +78,6 @@ def reproduce(
 
 
 def _run_network(data, run: Path, model: str, preset: str, device) -> tuple[dict, dict]:
-    from abdus.evaluation.evaluate import evaluate_run
-    from abdus.models import count_parameters, model_size_mb
-    from abdus.training.checkpoint import load_model_from_run
-    from abdus.training.trainer import train
-
     if not (run / "model.pt").is_file():
         train(data, run, model=model, preset=preset, device=device)
     metrics = evaluate_run(run, data, out=run / "evaluation", device=device)
@@ -105,9 +105,6 @@ def forward_ms(model: torch.nn.Module, size: tuple[int, int], repeats: int = 5) 
 
 
 def _run_pbt(data, run: Path, preset: str) -> tuple[dict, dict]:
-    from abdus.baselines.pbt import train_pbt
-    from abdus.evaluation.evaluate import evaluate_pbt
-
     if not (run / "model.pbt").is_file():
         train_pbt(data, run, preset=preset)
     metrics = evaluate_pbt(run, data, out=run / "evaluation")

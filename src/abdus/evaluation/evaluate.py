@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,34 +22,30 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from abdus.baselines.pbt import load_pbt
 from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
+from abdus.data.heatmaps import HeatmapCodec
+from abdus.data.splits import split_records
 from abdus.errors import AbdusInputError
+from abdus.evaluation.cases import find_outliers, gallery_cases, outlier_cases
 from abdus.evaluation.metrics import (
     far_off_share,
     measurement_summary,
     radial_summary,
     view_metrics,
 )
+from abdus.evaluation.predictions import SplitPredictions
+from abdus.evaluation.report import MAX_OUTLIER_THUMBNAILS, OUTLIER_MM, write_report
+from abdus.inference.pbt_predictor import is_pbt_model
 from abdus.inference.predictor import Predictor
-from abdus.io.manifest import ImageRecord, Manifest, landmark_array
+from abdus.io.atomic import atomic_write_json
+from abdus.io.manifest import ImageRecord, Manifest, landmark_array, load_manifest
+from abdus.models import build_model_from_descriptor, model_descriptor
+from abdus.progress import progress
 from abdus.taxonomy import LANDMARK_INDEX, LANDMARKS, MEASUREMENTS, TASK_BY_NAME, VIEW_INDEX, VIEWS
-
-
-@dataclass
-class SplitPredictions:
-    """Model outputs for every image of a split, on the model canvas.
-
-    ``points`` (N, 14, 2) model px; ``views`` (N,) predicted class (-1 when the model has no
-    classifier); ``spacing`` (N,) mm per model px (NaN = unknown); ``reads``: per reader name
-    ("reference", "second_read", "truth") the (N, 14, 2) model-px landmarks (NaN = absent)
-    and (N,) view indices (-100 = no read).
-    """
-
-    records: list[ImageRecord]
-    points: np.ndarray
-    views: np.ndarray
-    spacing: np.ndarray
-    reads: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+from abdus.training.checkpoint import load_model_from_run
+from abdus.training.datasets import cache_dir_of
+from abdus.training.runlog import read_metrics
 
 
 def predict_split(
@@ -66,7 +61,8 @@ def predict_split(
         manifest, records, config=predictor.preprocess, codec=predictor.codec, cache_dir=cache_dir
     )
     points, views = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in progress(loader, "evaluate", total=len(loader), unit="batch"):
         outputs = predictor.run_network(batch["image"], batch["class_image"], batch["region"])
         points += [o.points_model for o in outputs]
         views += [-1 if o.probabilities is None else int(o.probabilities.argmax()) for o in outputs]
@@ -220,10 +216,6 @@ def evaluate_run(
     ``metrics.json`` (and the report) into ``out`` (default ``<run>/evaluation``) and returns
     the metrics.
     """
-    from abdus.inference.pbt_predictor import is_pbt_model
-    from abdus.io.atomic import atomic_write_json
-    from abdus.training.checkpoint import load_model_from_run
-
     run_dir = Path(run)
     if is_pbt_model(run_dir):
         return evaluate_pbt(run_dir, data, split=split, out=out)
@@ -267,10 +259,6 @@ def _write_report(
 ) -> None:
     """report.md / report.html: learning curves, the images with a landmark off by more than
     20 mm, the best, median and worst cases as a gallery."""
-    from abdus.evaluation.plots import find_outliers, gallery_cases, outlier_cases
-    from abdus.evaluation.report import MAX_OUTLIER_THUMBNAILS, OUTLIER_MM, write_report
-    from abdus.training.runlog import read_metrics
-
     dataset = UltrasoundDataset(
         manifest,
         preds.records,
@@ -296,10 +284,6 @@ def _write_report(
 
 def _run_split(run_dir: Path, config, data: str | Path, split: str):
     """(manifest, the run's own ``split`` records, the run's sample cache folder)."""
-    from abdus.data.splits import split_records
-    from abdus.io.manifest import load_manifest
-    from abdus.training.datasets import cache_dir_of
-
     manifest = load_manifest(data)
     records = split_records(
         manifest,
@@ -316,9 +300,6 @@ def _run_split(run_dir: Path, config, data: str | Path, split: str):
 def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None = None) -> dict:
     """The same architecture with freshly initialised weights on the run's test split: the
     floor a trained model must clear (what "learned" means in the demo summary)."""
-    from abdus.models import build_model_from_descriptor, model_descriptor
-    from abdus.training.checkpoint import load_model_from_run
-
     run_dir = Path(run)
     trained, config, codec = load_model_from_run(run_dir)
     torch.manual_seed(config.seed)
@@ -335,12 +316,6 @@ def evaluate_pbt(
     """The PBT baseline on ``split``: landmarks of each image's reference view task (PBT does
     not classify views), scored like the networks (reference-view protocol). Writes
     ``metrics.json`` into ``out`` (default ``<run>/evaluation``)."""
-    from abdus.baselines.pbt import load_pbt
-    from abdus.data.heatmaps import HeatmapCodec
-    from abdus.data.splits import split_records
-    from abdus.io.atomic import atomic_write_json
-    from abdus.io.manifest import load_manifest
-
     run_dir = Path(run)
     model = load_pbt(run_dir)
     cfg = model.config

@@ -1,6 +1,7 @@
-"""The evaluation report (``report.md`` + ``report.html``) and the reproduction report.
+"""The evaluation report (``report.md`` + ``report.html``); the reproduction report is
+``abdus.evaluation.reproduce_report``.
 
-Both are built as a list of blocks and rendered to Markdown (PNGs beside it) and one
+The report is built as a list of blocks and rendered to Markdown (PNGs beside it) and one
 self-contained HTML page by ``abdus.evaluation.document``; every file goes through
 ``abdus.io.atomic``.
 
@@ -20,40 +21,23 @@ from typing import Any
 import numpy as np
 
 from abdus.evaluation import plots
+from abdus.evaluation.cases import Outlier
 from abdus.evaluation.curves import learning_curves_png
 from abdus.evaluation.document import Block, Bullets, Heading, Image, Paragraph, write_document
-from abdus.evaluation.metrics import FAR_OFF_MM
+from abdus.evaluation.metrics import FAR_OFF_MM, wilson_interval
 from abdus.evaluation.tables import (
     MISSING,
     PAPER_SOURCE,
     Table,
     confusion_panel,
-    counts_line,
-    fig3_panels,
     format_number,
     format_percent,
-    table1_table,
-    write_table1,
 )
 from abdus.taxonomy import LANDMARK_TASK, LANDMARKS, MEASUREMENT_CODES, PAPER_TABLE1_MM, VIEW_NAMES
 
-# Paper section 2.3: "The model parameters to handle all the tasks are reduced from 539MB to
-# 100MB" (STL classifier + single-task landmark networks vs the one MTL network).
-PAPER_SIZE_SINGLE_TASK_MB = 539.0
-PAPER_SIZE_MGCN_R_MB = 100.0
 Z95 = 1.959964  # two-sided 95% normal quantile
 
 # ------------------------------------------------------------------------ comparisons
-
-
-def wilson_interval(successes: int, n: int) -> tuple[float, float] | None:
-    """95% Wilson score interval of a proportion (Wilson 1927), or None when n = 0."""
-    if n <= 0:
-        return None
-    p, z2 = successes / n, Z95**2
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return centre - half, centre + half
 
 
 def _abs_errors(metrics: Mapping[str, Any], code: str) -> np.ndarray:
@@ -90,11 +74,6 @@ def human_verdict(code: str, model: Mapping[str, Any], human: Mapping[str, Any])
         VERDICTS[2]: "no clear difference from the human reader",
     }[verdict]
     return verdict, f"{code}: {sentence} — {text} (95% interval {low:+.2f} to {high:+.2f} mm)."
-
-
-def compare_with_human(code: str, model: Mapping[str, Any], human: Mapping[str, Any]) -> str:
-    """The sentence of ``human_verdict``."""
-    return human_verdict(code, model, human)[1]
 
 
 def _accuracy_text(label: str, metrics: Mapping[str, Any]) -> str:
@@ -294,7 +273,7 @@ MAX_OUTLIER_THUMBNAILS = 12
 
 def _outlier_blocks(
     metrics: Mapping[str, Any],
-    outliers: Sequence[plots.Outlier],
+    outliers: Sequence[Outlier],
     cases: Sequence[plots.GalleryCase],
 ) -> list[Block]:
     """Every image with a landmark off by more than 20 mm: a table and thumbnails."""
@@ -314,9 +293,7 @@ def _outlier_blocks(
     headers = ("image", "reference view", "landmarks off by > 20 mm (error, mm)")
     blocks.append(Table(headers, rows, "Worst first."))
     if cases:
-        caption = (
-            f"The {len(cases)} worst: prediction orange × (solid), reader A blue ○ (dashed)."
-        )
+        caption = f"The {len(cases)} worst: prediction orange × (solid), reader A blue ○ (dashed)."
         blocks.append(Image("outliers.png", plots.gallery_png(cases, columns=4), caption))
     return blocks
 
@@ -356,15 +333,15 @@ def write_report(
     gallery: Sequence[plots.GalleryCase] = (),
     title: str = "abdus evaluation",
     history: Sequence[Mapping[str, Any]] = (),
-    outliers: Sequence[plots.Outlier] = (),
+    outliers: Sequence[Outlier] = (),
     outlier_cases: Sequence[plots.GalleryCase] = (),
 ) -> tuple[Path, Path]:
     """Write ``report.md`` (PNGs beside it) and self-contained ``report.html``; return both.
 
     ``metrics``: the dict of ``evaluate_predictions`` plus top-level context keys (any may be
-    missing); ``gallery``: cases from ``plots.gallery_cases``; ``history``: the run's epoch
+    missing); ``gallery``: cases from ``cases.gallery_cases``; ``history``: the run's epoch
     records (learning curves); ``outliers`` / ``outlier_cases``: images with a landmark off
-    by more than 20 mm (``plots.find_outliers``) and thumbnails of the worst. All writes are
+    by more than 20 mm (``cases.find_outliers``) and thumbnails of the worst. All writes are
     atomic.
     """
     blocks: list[Block] = [
@@ -380,90 +357,3 @@ def write_report(
         *_truth_blocks(metrics),
     ]
     return write_document(blocks, Path(out_dir), "report", title)
-
-
-# ------------------------------------------------------------------------ reproduction report
-
-
-def _size_cells(entry: Mapping[str, Any] | None) -> tuple[str, str, str]:
-    """(parameters in millions, size MB, inference ms) display strings of one sizes entry."""
-    entry = entry or {}
-    return (
-        format_number(entry.get("parameters"), 2, scale=1e-6),
-        format_number(entry.get("size_mb"), 1),
-        format_number(entry.get("inference_ms"), 1),
-    )
-
-
-def _summed(entries: Sequence[Mapping[str, Any] | None], key: str) -> float | None:
-    values = [(e or {}).get(key) for e in entries]
-    return None if any(v is None for v in values) else float(sum(values))
-
-
-def _size_blocks(sizes: Mapping[str, Mapping[str, Any]]) -> list[Block]:
-    headers = ("Variant", "parameters (M)", "size (MB, fp32)", "inference (ms / image)")
-    rows = tuple((name, *_size_cells(entry)) for name, entry in sizes.items())
-    blocks: list[Block] = [
-        Heading("Model size and inference time"),
-        Table(headers, rows, "Per variant, as measured in this run."),
-    ]
-    single = [sizes.get("stl"), sizes.get("sfcn")]
-    combined = {k: _summed(single, k) for k in ("parameters", "size_mb", "inference_ms")}
-    compare_rows = (
-        ("STL + 5×SFCN (classifier + one network per task)", *_size_cells(combined),
-         f"{PAPER_SIZE_SINGLE_TASK_MB:.0f}"),
-        ("MGCN_R (one network, all tasks)", *_size_cells(sizes.get("mgcn_r")),
-         f"{PAPER_SIZE_MGCN_R_MB:.0f}"),
-    )  # fmt: skip
-    caption = (
-        "Single-task system against the one multi-task network. STL + 5×SFCN sums the 'stl' "
-        "and 'sfcn' entries (the 'sfcn' entry holds all five task networks; the time is the sum "
-        f"of both measured times). Last column: {PAPER_SOURCE}, section 2.3."
-    )
-    headers = (*headers[:4], "paper size (MB)")
-    blocks.append(Table(headers, compare_rows, caption))
-    ours, mtl = combined["size_mb"], (sizes.get("mgcn_r") or {}).get("size_mb")
-    if ours and mtl:
-        blocks.append(Paragraph(
-            f"MGCN_R is {100 * mtl / ours:.0f}% of the single-task system's size here; the paper "
-            f"reports {100 * PAPER_SIZE_MGCN_R_MB / PAPER_SIZE_SINGLE_TASK_MB:.0f}%."
-        ))  # fmt: skip
-    return blocks
-
-
-def write_reproduce_report(
-    rows: dict[str, dict],
-    out_dir: Path,
-    *,
-    confusion: dict[str, dict],
-    sizes: dict[str, dict],
-    context: dict,
-) -> tuple[Path, Path]:
-    """The ``reproduce`` command's report: Table 1, Fig. 3 and model sizes; returns (md, html).
-
-    ``rows``: Table 1 row name (Human, PBT, SFCN, MFCN, MGCN, MGCN_R, or others) -> metrics
-    dict (``n_images``/``n_patients``/``split`` used for the counts line). ``confusion``:
-    panel label (the paper: STL, MTL, Human) -> metrics dict with ``confusion_matrix``.
-    ``sizes``: variant -> {"parameters": int, "size_mb": float, "inference_ms": float}, any
-    may be missing; "sfcn" describes all five task networks together. ``context``: shown as
-    "key: value" lines (preset, data, device, ...). Writes ``table1.md``, ``table1.csv``,
-    ``fig3_confusion.png``, ``reproduce.md`` and ``reproduce.html`` atomically.
-    """
-    out_dir = Path(out_dir)
-    write_table1(rows, out_dir)
-    blocks: list[Block] = [Bullets(tuple(f"{k}: {v}" for k, v in context.items()))]
-    blocks += [Heading("Table 1: measurement errors"), table1_table(rows)]
-    blocks.append(Paragraph(counts_line(rows)))
-    blocks.append(Heading("Fig. 3: view classification"))
-    panels = fig3_panels(confusion)
-    if panels:
-        caption = (
-            "Confusion matrices against reader A with overall accuracy (rows: reference view, "
-            "columns: predicted; colour = share of the row, numbers = images)."
-        )
-        blocks.append(Image("fig3_confusion.png", plots.confusion_png(panels), caption))
-    else:
-        blocks.append(Paragraph("No view classifiers were evaluated."))
-    if sizes:
-        blocks += _size_blocks(sizes)
-    return write_document(blocks, out_dir, "reproduce", "abdus reproduction of Xu et al. 2018")
