@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from abdus.evaluation.metrics import measurement_summary, radial_summary, view_metrics
-from abdus.evaluation.plots import GalleryCase, Outlier
-from abdus.evaluation.report import (
-    compare_with_human,
+from abdus.evaluation.cases import Outlier
+from abdus.evaluation.metrics import (
+    measurement_summary,
+    radial_summary,
+    view_metrics,
     wilson_interval,
-    write_report,
-    write_reproduce_report,
 )
+from abdus.evaluation.plots import GalleryCase
+from abdus.evaluation.report import human_verdict, write_report
+from abdus.evaluation.reproduce_report import write_reproduce_report
 from abdus.evaluation.tables import (
     MISSING,
     PAPER_SOURCE,
@@ -162,13 +166,45 @@ def test_report_of_an_empty_metrics_dict_says_what_is_missing(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
-def test_compare_with_human_verdicts():
+class _Tags(HTMLParser):
+    """Every start tag of a page, with its attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_html_escapes_file_names_and_free_text(tmp_path, metrics):
+    evil = '<img src=x onerror="alert(1)">&<script>x</script>.dcm'
+    metrics["data"] = evil
+    metrics["landmarks_far_off"] = {"limit_mm": 20.0, "n": 4, "n_far": 1, "share": 0.25}
+    outliers = [Outlier(0, evil, "kidney_left_long", {"kl_la_1": 30.0})]
+    md_path, html_path = write_report(metrics, tmp_path, outliers=outliers, title=evil)
+    page = html_path.read_text()
+    parser = _Tags()
+    parser.feed(page)
+    tags = {tag for tag, _ in parser.tags}
+    assert "script" not in tags
+    assert all(attrs["src"].startswith("data:image/png;base64,") for t, attrs in parser.tags
+               if t == "img")  # fmt: skip
+    assert evil not in page
+    assert html.unescape(page).count(evil) == 4  # title, heading, context line, outlier row
+    assert evil in md_path.read_text()  # Markdown keeps the text as it is
+
+
+def test_human_verdicts():
     worse = {"measurement_pairs_mm": MODEL_PAIRS}
     human = {"measurement_pairs_mm": HUMAN_PAIRS}
-    assert "model better" in compare_with_human("ST_SA", human, worse)  # roles swapped
-    assert "1.50× the inter-reader error" in compare_with_human("KL_LA", worse, human)
+    verdict, sentence = human_verdict("ST_SA", human, worse)  # roles swapped
+    assert verdict == "better" and "model better" in sentence
+    verdict, sentence = human_verdict("KL_LA", worse, human)
+    assert verdict == "no clear difference" and "1.50× the inter-reader error" in sentence
     one = {"measurement_pairs_mm": {"KL_LA": [[1.0, 2.0]]}}
-    assert "too few images" in compare_with_human("KL_LA", one, human)
+    verdict, sentence = human_verdict("KL_LA", one, human)
+    assert verdict == "too few images" and "too few images" in sentence
 
 
 def test_wilson_interval_matches_the_textbook_value():

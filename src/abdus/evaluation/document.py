@@ -1,7 +1,8 @@
 """Report documents: blocks (heading, paragraph, bullets, table, figure) and their renderers.
 
 A document is a list of blocks rendered twice: Markdown with the PNGs written beside it and
-linked, and one self-contained HTML page with the PNGs embedded as base64 data URIs. Every file
+linked, and one self-contained HTML page (Jinja2 template ``templates/document.html.j2``,
+autoescaped) with the PNGs embedded as base64 data URIs. Every file
 goes through ``abdus.io.atomic``. The reports built from these blocks are
 ``abdus.evaluation.report``.
 """
@@ -9,26 +10,14 @@ goes through ``abdus.io.atomic``. The reports built from these blocks are
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from abdus.evaluation import plots
-from abdus.evaluation.tables import Table
-from abdus.io.atomic import atomic_write_text
+import jinja2
 
-CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #333; } h2 { border-bottom: 1px solid #bbb; margin-top: 2em; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.4em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
-figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.9em; color: #555; }
-"""
+from abdus.evaluation.tables import Table
+from abdus.io.atomic import atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -58,6 +47,22 @@ class Image:
 
 Block = Heading | Paragraph | Bullets | Table | Image
 
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("abdus.evaluation", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_TEMPLATES.tests.update(
+    heading=lambda block: isinstance(block, Heading),
+    paragraph=lambda block: isinstance(block, Paragraph),
+    bullets=lambda block: isinstance(block, Bullets),
+    table=lambda block: isinstance(block, Table),
+)
+_TEMPLATES.filters["base64"] = lambda data: base64.b64encode(data).decode("ascii")
+
 
 def render_markdown(blocks: Sequence[Block], title: str) -> str:
     """Markdown text; figures are linked by file name (written beside it by the caller)."""
@@ -77,31 +82,12 @@ def render_markdown(blocks: Sequence[Block], title: str) -> str:
 
 
 def render_html(blocks: Sequence[Block], title: str) -> str:
-    """One self-contained HTML page: inline CSS, PNGs as ``data:image/png;base64`` URIs."""
-    parts = [f"<h1>{html.escape(title)}</h1>"]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Paragraph):
-            parts.append(f"<p>{html.escape(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            items = "".join(f"<li>{html.escape(item)}</li>" for item in block.items)
-            parts.append(f"<ul>{items}</ul>")
-        elif isinstance(block, Table):
-            parts.append(block.to_html())
-        else:
-            data = base64.b64encode(block.png).decode("ascii")
-            caption = html.escape(block.caption)
-            parts.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-    body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n"
-        f"<body>\n{body}\n</body></html>\n"
-    )
+    """One self-contained HTML page: inline CSS, PNGs as ``data:image/png;base64`` URIs.
+
+    Rendered from ``templates/document.html.j2`` with autoescaping on: every title, text,
+    caption and table cell (file names, reader names) is escaped.
+    """
+    return _TEMPLATES.get_template("document.html.j2").render(blocks=blocks, title=title)
 
 
 def write_document(
@@ -111,7 +97,7 @@ def write_document(
     out_dir = Path(out_dir)
     for block in blocks:
         if isinstance(block, Image):
-            plots.write_png(out_dir / block.filename, block.png)
+            atomic_write_bytes(out_dir / block.filename, block.png)
     md_path, html_path = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
     atomic_write_text(md_path, render_markdown(blocks, title))
     atomic_write_text(html_path, render_html(blocks, title))

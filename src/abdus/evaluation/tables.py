@@ -1,17 +1,17 @@
 """Tables of the evaluation report: a small table model, Table 1 and the Fig. 3 panel layout.
 
-A ``Table`` holds display strings and renders itself as Markdown or HTML, so the Markdown and
-HTML reports can never disagree. Table 1 follows the paper's layout (Xu et al., MICCAI 2018,
-Table 1): rows Human, PBT, SFCN, MFCN, MGCN, MGCN_R; columns the 7 measurements, mean absolute
-error in mm against reader A. Each of our rows is printed beside the paper's row of the same
-name, labelled as the paper's, because the paper's numbers come from its own 187,219 images and
-are not re-measured here. Missing rows or cells are shown as "—".
+A ``Table`` holds display strings, rendered as Markdown here and as HTML by the report's
+template (``abdus.evaluation.document``), so the Markdown and HTML reports can never disagree.
+Table 1 follows the paper's layout (Xu et al., MICCAI 2018, Table 1): rows Human, PBT, SFCN,
+MFCN, MGCN, MGCN_R; columns the 7 measurements, mean absolute error in mm against reader A. Each
+of our rows is printed beside the paper's row of the same name, labelled as the paper's,
+because the paper's numbers come from its own 187,219 images and are not re-measured here.
+Missing rows or cells are shown as "—".
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -76,16 +76,6 @@ class Table:
         lines += [line(self.headers), "|" + "|".join("---" for _ in self.headers) + "|"]
         lines += [line(row) for row in self.rows]
         return "\n".join(lines) + "\n"
-
-    def to_html(self) -> str:
-        """An HTML ``<table>`` with the caption as ``<caption>``; every cell escaped."""
-        caption = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-            for row in self.rows
-        )
-        return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # ---------------------------------------------------------------------------------- Table 1
