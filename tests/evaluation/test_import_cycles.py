@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ def report(src: Path, only: str) -> tuple[list[str], int]:
     lines = [f"{len(found)} import cycle(s) through {only}"]
     for loop in found:
         hops = []
-        for a, b in zip(loop, loop[1:], strict=False):
+        for a, b in itertools.pairwise(loop):
             hidden = deferred.get((a, b))
             hops.append(f"{a} -> {b}" + (f" (deferred, line {hidden.line})" if hidden else ""))
         lines.append("  " + "; ".join(hops))
