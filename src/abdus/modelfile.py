@@ -20,6 +20,7 @@ atomic (``abdus.io.atomic``): a kill during the write leaves the previous file i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -192,13 +193,43 @@ def load_network(path: str | Path) -> tuple[nn.Module, TrainConfig, HeatmapCodec
     """(model, config, codec) of a network file or a run folder (its ``model.pt``, else its
     last checkpoint), on the CPU in eval mode. ``config.preprocess`` is how inputs must be
     preprocessed; ``codec`` decodes the heat maps."""
-    ref = find_model(path)
-    if ref.kind is not ModelKind.NETWORK:
-        raise AbdusInputError(f"a {ref.kind} model, not an abdus network file", ref.path)
-    return network_from_payload(read_network_file(ref.path))
+    loaded = open_network(path)
+    return loaded.model, loaded.config, loaded.codec
 
 
 def run_name_of(model_file: Path) -> str:
     """The name a model is known by: its run folder for a run's file, else the file's stem."""
     known = (*NETWORK_FILES, BEST_NAME, PBT_NAME, ONNX_NAME, INT8_NAME)
     return model_file.parent.name if model_file.name in known else model_file.stem
+
+
+@dataclass
+class LoadedNetwork:
+    """A network with what running or exporting it needs: its ``TrainConfig`` (preprocessing
+    included), heat-map codec, source file (None for an in-memory model) and id
+    (``variant:run``)."""
+
+    model: nn.Module
+    config: TrainConfig
+    codec: HeatmapCodec
+    source: Path | None = None
+    model_id: str = ""
+
+
+def open_network(path: str | Path) -> LoadedNetwork:
+    """A network file or a run folder's network, loaded on the CPU in eval mode."""
+    ref = find_model(path)
+    if ref.kind is not ModelKind.NETWORK:
+        raise AbdusInputError(f"a {ref.kind} model, not an abdus network (.pt)", ref.path)
+    model, config, codec = network_from_payload(read_network_file(ref.path))
+    model_id = f"{config.model}:{run_name_of(ref.path)}"
+    return LoadedNetwork(model.eval(), config, codec, ref.path, model_id)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file (read in 8 MiB blocks): which exact weights a file came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -11,17 +11,11 @@ import torch
 
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import OnnxBackend
-from abdus.inference.export import (
-    INT8_NAME,
-    ONNX_NAME,
-    calibration_feeds,
-    export_onnx,
-    int8_cost,
-    load_for_export,
-    max_abs_diff,
-    resolve_onnx,
-)
+from abdus.inference.compare import int8_cost
+from abdus.inference.export import INT8_NAME, ONNX_NAME, load_for_export, max_abs_diff, resolve_onnx
+from abdus.inference.export_command import export_onnx
 from abdus.inference.predict import run_predict
+from abdus.inference.quantize import calibration_feeds
 from abdus.models import model_descriptor
 
 PARITY_ATOL = 1e-4  # fp32 ONNX Runtime vs PyTorch: summation order only
@@ -111,7 +105,7 @@ def test_cli_int8_export_prints_its_cost_on_the_test_split(tiny_run, cohort, tmp
 
 
 def test_calibration_reader_serves_strides_of_the_model_inputs():
-    from abdus.inference.export import _FeedReader
+    from abdus.inference.quantize import _FeedReader
 
     feeds = [
         {"image": np.full((1, 1, 4, 4), i, np.float32), "extra": np.zeros(1)} for i in range(5)

@@ -74,7 +74,7 @@ def test_one_shot_forward_equals_separate_task_forwards():
     predictor = _tiny_predictor()
     x = torch.rand(2, 1, 64, 64)
     masked = x * (torch.rand_like(x) > 0.2)
-    logits, heatmaps = predictor._forward(x, masked)
+    logits, heatmaps = predictor.backend.run(x, masked)
     with torch.inference_mode():
         assert torch.allclose(heatmaps, predictor.model(x)["heatmaps"], atol=1e-5)
         assert torch.allclose(logits, predictor.model(masked)["logits"], atol=1e-5)

@@ -19,16 +19,14 @@ the taxonomy, the feature bank, the trees, the shape priors and training statist
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from abdus import __version__
 from abdus.baselines.haar import (
     CandidateFeatures,
     HaarFeatureBank,
@@ -36,9 +34,8 @@ from abdus.baselines.haar import (
     gain_normalised,
     quantile_edges,
 )
+from abdus.baselines.pbt_config import PBTConfig, pbt_preset
 from abdus.baselines.pbt_detect import (
-    CrossPrior,
-    PairPrior,
     PBTModel,
     TaskPrior,
     fit_task_prior,
@@ -46,6 +43,7 @@ from abdus.baselines.pbt_detect import (
     task_points_mm,
     training_positions,
 )
+from abdus.baselines.pbt_file import MODEL_FILE, load_pbt, save_pbt
 from abdus.baselines.pbt_tree import (  # noqa: F401  (re-exported: tests import them here)
     PBTNode,
     ProbabilisticBoostingTree,
@@ -53,12 +51,10 @@ from abdus.baselines.pbt_tree import (  # noqa: F401  (re-exported: tests import
     learner_threads,
     make_node_learner,
 )
-from abdus.choices import PRESETS
 from abdus.data.dataset import read_record_image
-from abdus.data.preprocess import PreprocessConfig
 from abdus.data.splits import split_by_patient
 from abdus.errors import AbdusInputError
-from abdus.io.atomic import atomic_path, atomic_write_json
+from abdus.io.atomic import atomic_write_json
 from abdus.io.manifest import (
     MANIFEST_NAME,
     ImageRecord,
@@ -70,121 +66,15 @@ from abdus.taxonomy import (
     LANDMARK_INDEX,
     LANDMARKS,
     TASKS,
-    VIEW_NAMES,
     LandmarkTask,
     task_of_view,
 )
 
-FORMAT_NAME = "abdus-pbt"
-FORMAT_VERSION = 1
-MODEL_FILE = "model.pbt"
-PBT_PRESETS = PRESETS
 MIN_POSITIVES = 10  # fewer positive (or negative) samples than this: no tree for the landmark
 MAX_EDGE_ROWS = 50_000  # samples used to find the shared feature quantisation
 
 
 # --------------------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class PBTConfig:
-    """The whole baseline; lengths in mm (converted with ``preprocess.spacing_mm``).
-
-    Features: Haar-like kinds centred on the candidate at ``haar_units_mm`` plus
-    ``random_features`` more at offsets within ``feature_window_mm``; with ``use_position`` the
-    candidate's normalised canvas position (x / (W - 1), y / (H - 1)) is two more features, since
-    an organ's ends sit in typical places of a standard view (a spatial prior the tree can use).
-    Samples: positives within ``positive_radius_mm`` of the landmark, negatives beyond
-    ``negative_radius_mm`` (the margin between is left out), ``hard_negatives`` per landmark and
-    image in the ring out to ``hard_radius_mm``, ``random_negatives`` per image anywhere.
-    Search: coarse grid every ``coarse_stride_mm``, ``top_k`` candidates per landmark, shape
-    prior weight ``shape_weight``. Split: ``split_by_patient(test_fraction, split_seed)``.
-    """
-
-    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(2.0, (128, 128)))
-    haar_units_mm: tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)
-    random_features: int = 150
-    feature_window_mm: float = 40.0
-    use_position: bool = True
-    positive_radius_mm: float = 3.0
-    negative_radius_mm: float = 6.0
-    hard_radius_mm: float = 30.0
-    hard_negatives: int = 20
-    random_negatives: int = 60
-    tree: TreeConfig = field(default_factory=TreeConfig)
-    coarse_stride_mm: float = 8.0
-    top_k: int = 8
-    shape_weight: float = 1.0
-    test_fraction: float = 0.2
-    split_seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.positive_radius_mm < self.negative_radius_mm < self.hard_radius_mm:
-            raise ValueError("need 0 < positive_radius_mm < negative_radius_mm < hard_radius_mm")
-        if self.top_k < 1 or self.random_features < 0 or not self.coarse_stride_mm > 0:
-            raise ValueError("need top_k >= 1, random_features >= 0, coarse_stride_mm > 0")
-        if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
-
-    def px(self, mm: float) -> float:
-        """A length in mm as model px."""
-        return mm / self.preprocess.spacing_mm
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples as lists), as saved beside the model."""
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PBTConfig:
-        """Inverse of ``to_dict``."""
-        values = dict(data)
-        pre = values.pop("preprocess")
-        values["preprocess"] = PreprocessConfig(pre["spacing_mm"], tuple(pre["size"]))
-        values["tree"] = TreeConfig(**values.pop("tree"))
-        values["haar_units_mm"] = tuple(values["haar_units_mm"])
-        return cls(**values)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def pbt_preset(preset: str) -> PBTConfig:
-    """``tiny`` (tests: seconds), ``demo`` (the demo cohort on 2 cores), ``paper`` (the paper's
-    0.5 mm / 512 x 512 canvas, more features and depth). ValueError for another name."""
-    if preset == "tiny":
-        return PBTConfig(
-            preprocess=PreprocessConfig(4.0, (64, 64)),
-            haar_units_mm=(4.0, 8.0, 16.0),
-            random_features=60,
-            feature_window_mm=32.0,
-            positive_radius_mm=4.0,
-            negative_radius_mm=8.0,
-            hard_radius_mm=40.0,
-            hard_negatives=12,
-            random_negatives=40,
-            tree=TreeConfig(max_depth=2, estimators=20, min_samples=30),
-            top_k=6,
-        )
-    if preset == "demo":
-        return PBTConfig()
-    if preset == "paper":
-        return PBTConfig(
-            preprocess=PreprocessConfig(0.5, (512, 512)),
-            haar_units_mm=(2.0, 4.0, 8.0, 16.0, 32.0),
-            random_features=400,
-            feature_window_mm=50.0,
-            hard_negatives=40,
-            random_negatives=150,
-            tree=TreeConfig(max_depth=4, estimators=80),
-            coarse_stride_mm=4.0,
-            top_k=12,
-        )
-    raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PBT_PRESETS)}")
 
 
 # --------------------------------------------------------------------------- training
@@ -389,90 +279,6 @@ def train_pbt(
     atomic_write_json(out / "config.json", config.to_dict())
     atomic_write_json(out / "train_summary.json", training)
     return out
-
-
-# --------------------------------------------------------------------------- the model file
-
-
-def save_pbt(model: PBTModel, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` (joblib pickle, atomically); returns the path."""
-    import joblib
-    import sklearn
-
-    bank = model.bank
-    payload = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "abdus_version": __version__,
-        "sklearn_version": sklearn.__version__,
-        "taxonomy": {"views": list(VIEW_NAMES), "landmarks": list(LANDMARKS)},
-        "config": model.config.to_dict(),
-        "feature_bank": {
-            "rects": bank.rects,
-            "weights": bank.weights,
-            "starts": bank.starts,
-            "names": list(bank.names),
-        },
-        "trees": model.trees,
-        "edges": model.edges,
-        "priors": {
-            name: {
-                "pairs": {code: dataclasses.asdict(p) for code, p in prior.pairs.items()},
-                "cross": None if prior.cross is None else dataclasses.asdict(prior.cross),
-            }
-            for name, prior in model.priors.items()
-        },
-        "training": model.training,
-    }
-    with atomic_path(path) as tmp:
-        joblib.dump(payload, tmp)
-    return Path(path)
-
-
-def load_pbt(path: str | Path) -> PBTModel:
-    """A model from ``model.pbt`` or a run folder holding it.
-
-    AbdusInputError naming the file when it is missing, unreadable, not an abdus PBT model, from
-    a newer abdus, or made for another taxonomy. The file is a pickle: load only trusted files.
-    """
-    import joblib
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / MODEL_FILE
-    if not path.is_file():
-        raise AbdusInputError("PBT model file not found", path)
-    try:
-        payload = joblib.load(path)
-    except Exception as err:  # truncated or foreign file: one clear line, no traceback
-        detail = " ".join(str(err).split())[:200]
-        raise AbdusInputError(f"not a readable abdus PBT model ({detail})", path) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        raise AbdusInputError(f"not an abdus PBT model (expected format {FORMAT_NAME})", path)
-    if payload.get("version", 0) > FORMAT_VERSION:
-        raise AbdusInputError(
-            f"written by a newer abdus (PBT format version {payload['version']}); upgrade", path
-        )
-    taxonomy = payload["taxonomy"]
-    if taxonomy != {"views": list(VIEW_NAMES), "landmarks": list(LANDMARKS)}:
-        raise AbdusInputError("trained with a different view/landmark taxonomy", path)
-    bank = payload["feature_bank"]
-    priors = {
-        name: TaskPrior(
-            {code: PairPrior(**p) for code, p in prior["pairs"].items()},
-            None if prior["cross"] is None else CrossPrior(**prior["cross"]),
-        )
-        for name, prior in payload["priors"].items()
-    }
-    return PBTModel(
-        config=PBTConfig.from_dict(payload["config"]),
-        bank=HaarFeatureBank(bank["rects"], bank["weights"], bank["starts"], tuple(bank["names"])),
-        trees=payload["trees"],
-        priors=priors,
-        edges=payload["edges"],
-        training=payload["training"],
-        source=str(path),
-    )
 
 
 __all__: Sequence[str] = (

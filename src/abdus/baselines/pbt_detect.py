@@ -18,19 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from abdus.baselines.haar import CandidateFeatures, HaarFeatureBank, gain_normalised, quantise
+from abdus.baselines.pbt_config import PBTConfig
+from abdus.baselines.pbt_tree import ProbabilisticBoostingTree
+from abdus.data.dataset import read_record_image
 from abdus.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
 from abdus.io.manifest import ImageRecord, Manifest
 from abdus.io.types import UltrasoundImage
 from abdus.taxonomy import MEASUREMENT_BY_CODE, TASKS, LandmarkTask, task_of_view
-
-if TYPE_CHECKING:  # pbt.py imports this module; the types are only for annotations
-    from abdus.baselines.pbt import PBTConfig, ProbabilisticBoostingTree
 
 LOG_FLOOR = 1e-6  # posteriors are floored before the log so one zero cannot veto a whole pair
 
@@ -437,6 +437,4 @@ class PBTModel:
         self, manifest: Manifest, record: ImageRecord, view: str | None = None
     ) -> dict[str, tuple[float, float]]:
         """``detect`` on a manifest record's frame, for its reference view unless ``view``."""
-        from abdus.data.dataset import read_record_image  # torch-heavy: only when used
-
         return self.detect(read_record_image(manifest, record), view or record.view)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from abdus.choices import BENCH_BACKENDS, PRESETS
+from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig, preprocess_image
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import (
@@ -49,18 +50,16 @@ from abdus.inference.backends import (
     physical_cores,
 )
 from abdus.inference.compare import collect_outputs, format_cost, summarise_change
-from abdus.inference.export import (
-    INT8_NAME,
-    ONNX_NAME,
-    LoadedModel,
-    calibration_feeds,
-    export_loaded,
-    load_for_export,
-    resolve_onnx,
-)
+from abdus.inference.export import export_loaded, resolve_onnx
 from abdus.inference.predictor import Predictor, as_batch
+from abdus.inference.quantize import calibration_feeds
 from abdus.io.reader import read_any
+from abdus.modelfile import INT8_NAME, ONNX_NAME, LoadedNetwork, open_network
+from abdus.models import build_model
+from abdus.phantom import writers
+from abdus.phantom.render import sample_patient, scan_view
 from abdus.taxonomy import VIEW_NAMES
+from abdus.training.presets import preset_config
 
 BASELINE = "torch-fp32"
 TEST_VIEW = "kidney_right_trans"  # 4 landmarks: the largest task to decode
@@ -70,11 +69,10 @@ STAGES = ("read", "preprocess", "network", "decode")
 
 
 # ----------------------------------------------------------------------------- the target
-def preset_model(preset: str, *, size: int | None = None, depth: str | None = None) -> LoadedModel:
+def preset_model(
+    preset: str, *, size: int | None = None, depth: str | None = None
+) -> LoadedNetwork:
     """An untrained model of a training preset (``size``: square canvas, ``depth``: ResNet)."""
-    from abdus.data.heatmaps import HeatmapCodec
-    from abdus.models import build_model
-    from abdus.training.presets import preset_config
 
     config = preset_config(preset)
     if size is not None:
@@ -86,13 +84,11 @@ def preset_model(preset: str, *, size: int | None = None, depth: str | None = No
     model = build_model(config.model, **config.model_options).eval()
     pre = config.preprocess
     codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
-    return LoadedModel(model, config, codec, None, f"{config.model}:{preset} (untrained)")
+    return LoadedNetwork(model, config, codec, None, f"{config.model}:{preset} (untrained)")
 
 
 def generated_dicom(folder: Path, view: str = TEST_VIEW, seed: int = 0) -> Path:
     """A phantom scanner DICOM (RGB screen, ultrasound region calibration) of ``view``."""
-    from abdus.phantom import writers
-    from abdus.phantom.render import sample_patient, scan_view
 
     anatomy = sample_patient(np.random.default_rng(seed), "BENCH")
     scan = scan_view(anatomy, view, np.random.default_rng(seed + 1))
@@ -101,7 +97,7 @@ def generated_dicom(folder: Path, view: str = TEST_VIEW, seed: int = 0) -> Path:
     return path
 
 
-def _phantom_feeds(loaded: LoadedModel, folder: Path, count: int = 8) -> list[dict]:
+def _phantom_feeds(loaded: LoadedNetwork, folder: Path, count: int = 8) -> list[dict]:
     """Calibration feeds from generated images of several views (no dataset given)."""
     feeds = []
     for k, view in enumerate(VIEW_NAMES[: max(1, count)]):
@@ -112,7 +108,7 @@ def _phantom_feeds(loaded: LoadedModel, folder: Path, count: int = 8) -> list[di
     return feeds
 
 
-def _onnx_file(loaded: LoadedModel, name: str, folder: Path, data: str | Path | None) -> Path:
+def _onnx_file(loaded: LoadedNetwork, name: str, folder: Path, data: str | Path | None) -> Path:
     """The target's own exported file when fresh, else an export into ``folder`` (INT8 from
     the fp32 export there when the fp32 backend was built first)."""
     int8 = name == "onnx-int8"
@@ -131,7 +127,7 @@ def _onnx_file(loaded: LoadedModel, name: str, folder: Path, data: str | Path | 
 
 
 def build_backends(
-    loaded: LoadedModel,
+    loaded: LoadedNetwork,
     names: Sequence[str],
     folder: Path,
     *,
@@ -200,7 +196,7 @@ def time_backend(
     }
 
 
-def gpu_figures(loaded: LoadedModel, path: Path, view: str | None, repeats: int) -> dict:
+def gpu_figures(loaded: LoadedNetwork, path: Path, view: str | None, repeats: int) -> dict:
     """CUDA: batch-1 end-to-end latency and batch-32 throughput (network + decode), fp32/bf16."""
     out: dict[str, Any] = {"device": torch.cuda.get_device_name(0)}
     cfg = loaded.config.preprocess
@@ -244,7 +240,7 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _file_mb(path: Path | None, loaded: LoadedModel, folder: Path) -> float:
+def _file_mb(path: Path | None, loaded: LoadedNetwork, folder: Path) -> float:
     """Size (MiB) of the file a backend loads; the fp32 state dict for PyTorch."""
     if path is None:
         path = loaded.source
@@ -309,7 +305,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _load_target(target: str, size: int | None, depth: str | None) -> tuple[LoadedModel, bool]:
+def _load_target(target: str, size: int | None, depth: str | None) -> tuple[LoadedNetwork, bool]:
 
     if target in PRESETS:
         return preset_model(target, size=size, depth=depth), True
@@ -317,7 +313,7 @@ def _load_target(target: str, size: int | None, depth: str | None) -> tuple[Load
         raise AbdusInputError("--size / --depth apply to a preset, not a trained model", target)
     if Path(target).suffix == ".onnx":
         raise AbdusInputError("benchmark a run folder, a model.pt or a preset name", target)
-    return load_for_export(target), False
+    return open_network(target), False
 
 
 def run_benchmark(
@@ -366,7 +362,7 @@ def run_benchmark(
     return report
 
 
-def _accuracy(built: dict, loaded: LoadedModel, data: str | Path) -> dict[str, dict] | None:
+def _accuracy(built: dict, loaded: LoadedNetwork, data: str | Path) -> dict[str, dict] | None:
     """Change of each fast backend against torch-fp32 on the run's test split."""
     if BASELINE not in built:
         return None

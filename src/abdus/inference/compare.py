@@ -12,15 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from torch.utils.data import DataLoader
 
+from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
+from abdus.data.splits import split_records
 from abdus.errors import AbdusInputError
+from abdus.inference.predictor import Predictor
+from abdus.io.manifest import load_manifest
+from abdus.modelfile import open_network
 from abdus.taxonomy import LANDMARK_INDEX, MEASUREMENTS, TASK_BY_NAME, VIEW_NAMES, VIEWS
-
-if TYPE_CHECKING:  # the predictor imports the ONNX tools, which re-export int8_cost from here
-    from abdus.inference.predictor import Predictor
 
 
 @dataclass
@@ -47,12 +50,6 @@ def collect_outputs(
 ) -> list[SplitOutputs]:
     """Run every predictor on the same preprocessed images of ``split``; decode each image's
     reader-A view task (the predicted view's where it has none)."""
-    from torch.utils.data import DataLoader
-
-    from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
-    from abdus.data.splits import split_records
-    from abdus.io.manifest import load_manifest
-
     manifest = load_manifest(data)
     records = split_records(manifest, split, test_fraction=test_fraction, seed=seed)
     records = records[:limit] if limit else records
@@ -159,12 +156,9 @@ def int8_cost(
     ``data``: a dataset folder; ``split``: the run's patient-level split to use (its seed and
     test fraction). See ``compare_predictors`` for the fields.
     """
-    from abdus.inference.export import load_for_export
-    from abdus.inference.predictor import Predictor
-
     reference = Predictor.from_run(model, backend="torch")
     candidate = Predictor.from_run(int8_model, backend="onnx")
-    config = load_for_export(model).config
+    config = open_network(model).config
     report = compare_predictors(
         reference,
         candidate,

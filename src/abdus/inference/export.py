@@ -1,98 +1,59 @@
-"""ONNX export (fp32, static INT8) of an abdus model, and what INT8 costs in accuracy.
+"""ONNX export (fp32, static INT8) of an abdus network, and the ``.onnx`` files beside a run.
 
-``export_onnx(run_or_model, out, int8=, calibration=)`` traces the one-shot graph
+``export_loaded(loaded, out, int8=, calibration_feeds_=)`` traces the one-shot graph
 (``backends.one_shot_forward``: inputs ``image`` and ``class_image`` (B, 1, H, W), outputs
 ``logits`` (B, 11) and ``heatmaps`` (B, 14, H, W), batch dynamic) with the TorchScript-based
 exporter (``dynamo=False``, opset 17), writes the abdus descriptors into ``metadata_props``
-(``backends.OnnxModelInfo``) and checks ONNX Runtime against PyTorch.
-
-INT8 (``int8=True``): static quantisation with ONNX Runtime (``quantize_static``, QDQ format,
-per-channel symmetric int8 weights, asymmetric uint8 activations, percentile ranges; the last
-refinement block stays fp32, see ``KEEP_FP32``) calibrated on preprocessed images of the
-*train* split of a dataset, so the test split stays unseen. u8 x s8
-is the operand pair that VNNI (``vpdpbusd``) multiplies natively. ``int8_cost`` measures the
-price: view accuracy and caliper change (mm) of INT8 against fp32 on the test split (defined in
-``abdus.inference.compare``, re-exported here).
+(``backends.OnnxModelInfo``), quantises it when asked (``abdus.inference.quantize``) and checks
+ONNX Runtime against PyTorch. ``resolve_onnx`` finds the file a backend runs for a run folder.
+What ``abdus export`` runs, with the accuracy cost of INT8, is
+``abdus.inference.export_command.export_onnx``.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import copy
-import hashlib
-import io
 import shutil
 import tempfile
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
-from abdus.data.heatmaps import HeatmapCodec
+from abdus import __version__
+from abdus.choices import Backend, check_choice
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import (
     OnnxBackend,
     OnnxModelInfo,
-    check_backend,
     cpu_features,
     metadata_key,
     one_shot_forward,
 )
-from abdus.inference.compare import compare_predictors, int8_cost
+from abdus.inference.quantize import quantize_int8
 from abdus.io.atomic import atomic_path
+from abdus.modelfile import (
+    INT8_NAME,
+    ONNX_NAME,
+    LoadedNetwork,
+    ModelKind,
+    file_sha256,
+    find_model,
+    open_network,
+)
+from abdus.models import model_descriptor
 
-ONNX_NAME = "model.onnx"
-INT8_NAME = "model.int8.onnx"
 OPSET = 17
-_MODEL_FILES = ("model.pt", "checkpoint.pt")
-
-
-@dataclass
-class LoadedModel:
-    """A PyTorch model with what an export needs: ``config`` is a ``TrainConfig``."""
-
-    model: nn.Module
-    config: Any
-    codec: HeatmapCodec
-    source: Path | None = None
-    model_id: str = ""
-
-
-def model_file_of(run_or_model: str | Path) -> Path:
-    """The PyTorch file of a run folder (``model.pt``, else ``checkpoint.pt``) or the file."""
-    path = Path(run_or_model)
-    if path.is_file():
-        return path
-    for name in _MODEL_FILES:
-        if (path / name).is_file():
-            return path / name
-    raise AbdusInputError("no model.pt or checkpoint.pt here (give a run folder or a .pt)", path)
-
-
-def load_for_export(run_or_model: str | Path) -> LoadedModel:
-    """Load a run folder or ``.pt`` file for export (CPU, eval mode)."""
-    from abdus.training.checkpoint import load_model_file
-
-    source = model_file_of(run_or_model)
-    model, config, codec = load_model_file(source)
-    run_name = source.parent.name if source.name in _MODEL_FILES else source.stem
-    return LoadedModel(model.eval(), config, codec, source, f"{config.model}:{run_name}")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (read in 8 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+# Older names of the loaded-network API, kept for scripts written against them.
+LoadedModel = LoadedNetwork
+load_for_export = open_network
 
 
 def _pad_conv(conv: nn.Conv2d, channels: int, padded: int) -> None:
@@ -152,9 +113,7 @@ class ExportGraph(nn.Module):
         return tuple(t for t in (logits, heatmaps) if t is not None)
 
 
-def _info(loaded: LoadedModel, precision: str, quantization: dict[str, Any]) -> OnnxModelInfo:
-    from abdus.models import model_descriptor
-
+def _info(loaded: LoadedNetwork, precision: str, quantization: dict[str, Any]) -> OnnxModelInfo:
     return OnnxModelInfo(
         preprocess=loaded.config.preprocess,
         codec=loaded.codec,
@@ -169,10 +128,6 @@ def _info(loaded: LoadedModel, precision: str, quantization: dict[str, Any]) -> 
 
 def attach_metadata(path: Path, info: OnnxModelInfo) -> None:
     """Write ``info`` into the model's ``metadata_props`` (and producer fields) in place."""
-    import onnx
-
-    from abdus import __version__
-
     proto = onnx.load(str(path))
     kept = [p for p in proto.metadata_props if p.key != metadata_key()]
     del proto.metadata_props[:]
@@ -232,140 +187,8 @@ def max_abs_diff(
     return worst
 
 
-def calibration_feeds(
-    data: str | Path, loaded: LoadedModel, count: int, *, split: str = "train"
-) -> list[dict[str, np.ndarray]]:
-    """``count`` preprocessed images (batch 1 feeds) spread evenly over ``split`` of a dataset."""
-    from abdus.data.dataset import UltrasoundDataset
-    from abdus.data.splits import split_records
-    from abdus.io.manifest import load_manifest
-
-    manifest = load_manifest(data)
-    config = loaded.config
-    records = split_records(manifest, split, test_fraction=config.test_fraction, seed=config.seed)
-    if not records:
-        raise AbdusInputError(f"the {split} split of the calibration data has no images", data)
-    picks = np.unique(np.linspace(0, len(records) - 1, min(count, len(records))).astype(int))
-    chosen = [records[i] for i in picks]
-    dataset = UltrasoundDataset(
-        manifest, chosen, config=config.preprocess, codec=loaded.codec, cache_dir=None
-    )
-    feeds = []
-    for i in range(len(dataset)):
-        sample = dataset[i]
-        feeds.append(
-            {
-                "image": sample["image"][None].numpy(),
-                "class_image": sample["class_image"][None].numpy(),
-            }
-        )
-    return feeds
-
-
-class _FeedReader:
-    """``onnxruntime.quantization.CalibrationDataReader`` over prepared feeds, readable in
-    strides (``set_range``) so the calibrator holds few images' activations at a time."""
-
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], inputs: set[str]) -> None:
-        self._all = [{k: v for k, v in f.items() if k in inputs} for f in feeds]
-        self._feeds = iter(self._all)
-
-    def __len__(self) -> int:
-        return len(self._all)
-
-    def set_range(self, start_index: int, end_index: int) -> None:
-        self._feeds = iter(self._all[start_index:end_index])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
-# ONNX Runtime's calibrators keep every intermediate tensor of the images they collect at once.
-# Measured on a 24 GB machine: a 128-image percentile calibration of a narrow ResNet-18 model at
-# 512 x 512 was killed for memory unstrided and peaked at 2.4 GB in strides of 4; the paper's
-# ResNet-50 with 32 images peaks at 7.7 GB in strides of 4. Histograms merge across strides.
-CALIBRATION_STRIDE = 4
-
-
-CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-# The last full-resolution refinement block stays fp32, so the heat maps leave the network in
-# float, not in 8-bit steps. Measured on a trained tiny model (test split, model px): caliper
-# change vs fp32 0.78 px (MinMax, all INT8), 0.48 (percentile), 0.33 (percentile + this block
-# fp32), 0.15 (whole decoder fp32); at 512 px the fp32 block costs ~+10% network time, the
-# fp32 decoder ~+40%.
-KEEP_FP32 = ("decoder/refine.0/",)
-
-
-def quantize_int8(
-    fp32_path: Path,
-    out: Path,
-    feeds: Sequence[dict[str, np.ndarray]],
-    *,
-    method: str = "percentile",
-    keep_fp32: Sequence[str] = KEEP_FP32,
-) -> dict[str, Any]:
-    """Static INT8 (QDQ, per-channel s8 weights, u8 activations) of ``fp32_path``.
-
-    ``method``: activation ranges from the calibration images ("percentile" = 0.001th to
-    99.999th, "minmax", "entropy"). ``keep_fp32``: node-name fragments whose nodes stay fp32
-    (see ``KEEP_FP32``).
-    """
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    if not feeds:
-        raise ValueError("INT8 calibration needs at least one image")
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"unknown calibration {method!r}; valid: {', '.join(CALIBRATION_METHODS)}")
-    calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                 "entropy": CalibrationMethod.Entropy}[method]  # fmt: skip
-    inputs = {i.name for i in ort.InferenceSession(str(fp32_path)).get_inputs()}
-    reader = type("Reader", (_FeedReader, CalibrationDataReader), {})(feeds, inputs)
-    with tempfile.TemporaryDirectory(prefix="abdus-quant-") as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Shape inference + graph optimisation (BatchNorm folded into Conv) before calibration.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        nodes = [n.name for n in onnx.load(str(prepared)).graph.node]
-        excluded = [n for n in nodes if any(part in n for part in keep_fp32)]
-        # The histogram calibrators print progress to stdout: keep stdout for reports (--json).
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            quantize_static(
-                str(prepared),
-                str(out),
-                reader,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=calibrate,
-                nodes_to_exclude=excluded,
-                extra_options={
-                    "ActivationSymmetric": False,
-                    "WeightSymmetric": True,
-                    "CalibStridedMinMax": CALIBRATION_STRIDE,  # strides for every method
-                },
-            )
-    return {
-        "format": "QDQ",
-        "weights": "int8 per-channel symmetric",
-        "activations": "uint8 asymmetric",
-        "calibration": method,
-        "calibration_images": len(feeds),
-        "fp32_nodes": len(excluded),
-    }
-
-
 def export_loaded(
-    loaded: LoadedModel,
+    loaded: LoadedNetwork,
     out: str | Path,
     *,
     int8: bool = False,
@@ -417,52 +240,6 @@ def export_loaded(
     }
 
 
-def export_onnx(
-    run_or_model: str | Path,
-    out: str | Path,
-    *,
-    int8: bool = False,
-    calibration: str | Path | None = None,
-    calibration_images: int = 32,
-    calibration_method: str = "percentile",
-    check_images: int = 200,
-) -> dict[str, Any]:
-    """Export a run folder / ``.pt`` to ONNX; with ``int8`` static INT8 calibrated on DATA.
-
-    ``calibration_images``: preprocessed train-split images used for the activation ranges;
-    ``calibration_method``: "percentile" (default), "minmax" or "entropy"; ``check_images``:
-    with ``int8``, up to this many test-split images of DATA on which the INT8 file is compared
-    with PyTorch fp32 (``int8_cost``: view accuracy and caliper change in mm; 0 skips it).
-
-    Returns the report: ``file``, ``precision``, ``size_mb`` (MiB), ``max_abs_diff`` per output
-    (|ONNX Runtime - PyTorch fp32| on random inputs; ``max_abs_diff_real`` on preprocessed
-    calibration images when given), ``fp32_size_mb``, ``outputs``, ``opset``, ``seconds``, and
-    for INT8 ``int8_cost`` (see ``compare_predictors``).
-    """
-    if int8 and calibration is None:
-        raise AbdusInputError("--int8 needs --calibration DATA (a dataset folder with a manifest)")
-    if calibration_method not in CALIBRATION_METHODS:
-        valid = ", ".join(CALIBRATION_METHODS)
-        raise AbdusInputError(f"unknown calibration method {calibration_method!r}; valid: {valid}")
-    if calibration_images < 1:
-        raise AbdusInputError(f"--calibration-images must be >= 1, got {calibration_images}")
-    loaded = load_for_export(run_or_model)
-    feeds = (
-        calibration_feeds(calibration, loaded, calibration_images)
-        if calibration is not None
-        else []
-    )
-    report = export_loaded(
-        loaded, out, int8=int8, calibration_feeds_=feeds, calibration_method=calibration_method
-    )
-    if int8 and check_images > 0:
-        try:
-            report["int8_cost"] = int8_cost(run_or_model, out, calibration, limit=check_images)
-        except AbdusInputError as err:  # e.g. a dataset without a test split: the file stands
-            report["int8_cost"] = {"skipped": str(err)}
-    return report
-
-
 # ------------------------------------------------------------------------ finding .onnx files
 _ON_THE_FLY: dict[tuple[str, str], Path] = {}
 
@@ -473,15 +250,13 @@ def _temporary_export(source: Path) -> Path:
     if key not in _ON_THE_FLY:
         folder = Path(tempfile.mkdtemp(prefix="abdus-onnx-"))
         atexit.register(shutil.rmtree, folder, True)
-        export_loaded(load_for_export(source), folder / ONNX_NAME)
+        export_loaded(open_network(source), folder / ONNX_NAME)
         _ON_THE_FLY[key] = folder / ONNX_NAME
     return _ON_THE_FLY[key]
 
 
 def _exported_from(onnx_path: Path, source: Path) -> bool:
     """Whether ``onnx_path``'s metadata names ``source``'s current bytes as its origin."""
-    import onnx
-
     proto = onnx.load(str(onnx_path), load_external_data=False)
     meta = {p.key: p.value for p in proto.metadata_props}
     if metadata_key() not in meta:
@@ -498,17 +273,20 @@ def resolve_onnx(run_or_model: str | Path, backend: str) -> Path:
     exact weights; a missing or stale fp32 file is re-exported into a temporary folder, a
     missing or stale INT8 file is an error (INT8 needs calibration data).
     """
-    check_backend(backend)
+    backend = check_choice(Backend, backend)
     path = Path(run_or_model)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise AbdusInputError("ONNX model file not found", path)
         return path
-    source = model_file_of(path)
-    wanted = source.parent / (INT8_NAME if backend == "onnx-int8" else ONNX_NAME)
+    ref = find_model(path)
+    if ref.kind is not ModelKind.NETWORK:
+        raise AbdusInputError(f"a {ref.kind} model has no ONNX export", ref.path)
+    source = ref.path
+    wanted = source.parent / (INT8_NAME if backend is Backend.ONNX_INT8 else ONNX_NAME)
     if wanted.is_file() and _exported_from(wanted, source):
         return wanted
-    if backend == "onnx":
+    if backend is Backend.ONNX:
         return _temporary_export(source)
     state = "is stale (exported from other weights)" if wanted.is_file() else "is missing"
     raise AbdusInputError(
@@ -519,21 +297,17 @@ def resolve_onnx(run_or_model: str | Path, backend: str) -> Path:
 
 
 __all__ = [
-    "CALIBRATION_METHODS",
     "INT8_NAME",
-    "KEEP_FP32",
     "ONNX_NAME",
     "OPSET",
     "ExportGraph",
     "LoadedModel",
-    "calibration_feeds",
-    "compare_predictors",
+    "LoadedNetwork",
+    "attach_metadata",
     "export_loaded",
-    "export_onnx",
-    "int8_cost",
     "load_for_export",
     "max_abs_diff",
     "pad_decoder_channels",
-    "quantize_int8",
+    "random_inputs",
     "resolve_onnx",
 ]

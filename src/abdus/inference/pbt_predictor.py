@@ -13,37 +13,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from abdus.data.heatmaps import HeatmapCodec
+from abdus.baselines.pbt import load_pbt
 from abdus.data.preprocess import PreprocessedImage, SourceToModel
 from abdus.errors import AbdusInputError
-from abdus.inference.predictor import NetworkOutput, Predictor
+from abdus.inference.predictor import BasePredictor, NetworkOutput
+from abdus.modelfile import PBT_NAME, is_pbt_model
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, task_of_view
 
-PBT_MODEL_NAME = "model.pbt"
+PBT_MODEL_NAME = PBT_NAME  # older name
 
 
-def is_pbt_model(path: str | Path) -> bool:
-    """True for a ``model.pbt`` file or a run folder holding one."""
-    path = Path(path)
-    return path.suffix == ".pbt" or (path.is_dir() and (path / PBT_MODEL_NAME).is_file())
+class PBTPredictor(BasePredictor):
+    """The trained PBT detector behind the predictor interface: landmarks of the given view's
+    task (it has no view classifier, so every image needs its view)."""
 
-
-class PBTBackend:
-    """Marks a Predictor as the PBT baseline (name shown in outputs)."""
-
-    name, classifies, locates = "pbt", False, True
-
-
-class PBTPredictor(Predictor):
-    """A ``Predictor`` whose "network" is the trained PBT detector."""
+    name = "pbt"
 
     def __init__(self, path: str | Path) -> None:
-        from abdus.baselines.pbt import load_pbt
-
         self.pbt = load_pbt(path)
         config = self.pbt.config.preprocess
-        codec = HeatmapCodec(size=config.size, sigma_px=2.0)  # unused: PBT outputs points
-        super().__init__(PBTBackend(), config, codec, model_id=f"pbt:{Path(path).name}")
+        super().__init__(config, classifies=False, locates=True, model_id=f"pbt:{Path(path).name}")
+        self.backend = self  # outputs name the backend: "pbt"
         # The detector works on the model canvas alone; its organ-length prior assumes the
         # canvas spacing (exact when the file has a spacing, nominal when it has none).
         size = tuple(config.size)
@@ -75,3 +65,6 @@ class PBTPredictor(Predictor):
                 points[channels], confidence[channels] = found, 1.0
             outputs.append(NetworkOutput(None, points, confidence))
         return outputs
+
+
+__all__ = ["PBT_MODEL_NAME", "PBTPredictor", "is_pbt_model"]

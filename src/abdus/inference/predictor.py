@@ -22,13 +22,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from abdus.choices import Backend, check_choice
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.masking import landmark_region
 from abdus.data.preprocess import PreprocessConfig, PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
-from abdus.inference.backends import NetworkBackend, OnnxBackend, TorchBackend, check_backend
+from abdus.inference.backends import NetworkBackend, OnnxBackend, TorchBackend
+from abdus.inference.export import resolve_onnx
 from abdus.io.types import UltrasoundImage
 from abdus.measurements import measurements_from_array
+from abdus.modelfile import ModelKind, find_model, open_network
 from abdus.taxonomy import (
     LANDMARKS,
     NUM_LANDMARKS,
@@ -82,74 +85,25 @@ class NetworkOutput:
     confidence: np.ndarray
 
 
-class Predictor:
-    """Runs a trained abdus model on images.
+class BasePredictor:
+    """What every abdus model does behind ``predict``, ``evaluate`` and the services: images in,
+    ``NetworkOutput`` on the model canvas (``run_network``), then a ``Prediction`` in source px
+    and mm (``interpret``). Subclasses: ``Predictor`` (the networks, in any backend) and
+    ``abdus.inference.pbt_predictor.PBTPredictor`` (the classical baseline).
+    ``abdus.inference.loading.open_predictor`` gives the right one for any model path.
 
-    ``model`` is any variant from ``abdus.models.build_model`` (wrapped in a ``TorchBackend``;
-    ``device`` / ``bf16`` apply to it) or a ready backend (``abdus.inference.backends``). A model
-    without a view classifier needs the view from the caller. ``preprocess`` and ``codec`` must
-    be the ones it was trained with (``abdus.training.checkpoint.load_model_from_run`` returns
-    all three; an abdus ``.onnx`` carries them).
+    ``preprocess``: how images reach the model canvas; ``classifies`` / ``locates``: whether
+    the model gives views / landmarks (a model that does not classify needs the view from the
+    caller); ``model_id``: ``variant:run``, written into every output.
     """
 
+    name: str = "model"  # the backend or baseline name shown in outputs
+
     def __init__(
-        self,
-        model: nn.Module | NetworkBackend,
-        preprocess: PreprocessConfig,
-        codec: HeatmapCodec,
-        *,
-        device: str | torch.device = "cpu",
-        bf16: bool = False,
-        model_id: str = "",
+        self, preprocess: PreprocessConfig, *, classifies: bool, locates: bool, model_id: str = ""
     ) -> None:
-        if isinstance(model, nn.Module):
-            model = TorchBackend(model, device=device, bf16=bf16)
-        self.backend: NetworkBackend = model
-        self.model: nn.Module | None = getattr(model, "model", None)
-        self.preprocess, self.codec = preprocess, codec
-        self.device = torch.device(getattr(model, "device", device))
-        self.bf16 = bool(getattr(model, "bf16", False))
-        self.model_id = model_id
-        self.classifies, self.locates = model.classifies, model.locates
-
-    @classmethod
-    def from_run(
-        cls,
-        run_or_model: str | Path,
-        *,
-        backend: str = "torch",
-        device: str | torch.device = "cpu",
-        bf16: bool = False,
-        threads: int | None = None,
-        model_id: str | None = None,
-    ) -> Predictor:
-        """A predictor for a run folder, a ``model.pt`` file or an abdus ``.onnx`` file.
-
-        ``backend``: "torch" (a run / ``.pt``), "onnx" or "onnx-int8". For a run or ``.pt``
-        the ONNX backends use ``model.onnx`` / ``model.int8.onnx`` beside it (written by
-        ``abdus export``; "onnx" exports one on the fly when it is missing). ``threads``: ONNX
-        Runtime intra-op threads (default: physical cores).
-        """
-        from abdus.inference.export import resolve_onnx
-
-        check_backend(backend)
-        path = Path(run_or_model)
-        if not path.exists():
-            raise AbdusInputError("model not found (give a run folder, .pt or .onnx)", path)
-        if backend == "torch" and path.suffix == ".onnx":
-            raise AbdusInputError("an .onnx model runs with --backend onnx or onnx-int8", path)
-        if backend != "torch":
-            if bf16:
-                raise AbdusInputError("--bf16 applies to the torch backend only", path)
-            onnx = OnnxBackend(resolve_onnx(path, backend), threads=threads, device=device)
-            name = model_id or onnx.info.model_id or f"{onnx.info.model['variant']}:{path.name}"
-            return cls(onnx, onnx.info.preprocess, onnx.info.codec, model_id=name)
-        from abdus.training.checkpoint import load_model_file, load_model_from_run
-
-        loaded = load_model_from_run(path) if path.is_dir() else load_model_file(path)
-        model, config, codec = loaded
-        name = model_id or f"{config.model}:{path.resolve().name}"
-        return cls(model, config.preprocess, codec, device=device, bf16=bf16, model_id=name)
+        self.preprocess, self.model_id = preprocess, model_id
+        self.classifies, self.locates = classifies, locates
 
     def run_network(
         self,
@@ -160,63 +114,11 @@ class Predictor:
         views: Sequence[str | None] | None = None,
         task_only: bool = False,
     ) -> list[NetworkOutput]:
-        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs (the
-        first two of ``as_batch``).
-
-        ``regions``: (B, 1, H, W) bool, where each image's landmarks may lie
-        (``abdus.data.masking.landmark_region``); None = anywhere on the canvas.
-        ``task_only``: decode only the heat maps of each image's view task (``views[i]`` when
-        given, else the predicted view): 2-4 of 14 channels, so decoding costs a fraction (the
-        other landmarks are NaN with confidence 0). Default: all 14 channels.
-        """
-        logits, heatmaps = self.backend.run(images, class_images)
-        return self.decode_outputs(
-            logits, heatmaps, regions=regions, views=views, task_only=task_only
-        )
-
-    def decode_outputs(
-        self,
-        logits: torch.Tensor | None,
-        heatmaps: torch.Tensor | None,
-        *,
-        regions: torch.Tensor | np.ndarray | None = None,
-        views: Sequence[str | None] | None = None,
-        task_only: bool = False,
-    ) -> list[NetworkOutput]:
-        """Softmax the logits (B, 11) and decode the heat maps (B, 14, H, W) with the codec,
-        inside ``regions`` (B, 1, H, W) bool when given."""
-        b = (logits if logits is not None else heatmaps).shape[0]
-        probs = None if logits is None else torch.softmax(logits.float(), dim=1).cpu().numpy()
-        points = np.full((b, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
-        conf = np.zeros((b, NUM_LANDMARKS), dtype=np.float32)
-        if regions is not None:
-            device = heatmaps.device if heatmaps is not None else "cpu"
-            regions = torch.as_tensor(regions).to(device)
-        if heatmaps is not None and not task_only:
-            points_t, conf_t = self.codec.decode(heatmaps.float(), regions)
-            points, conf = points_t.cpu().numpy(), conf_t.cpu().numpy()
-        elif heatmaps is not None:
-            for i in range(b):
-                view = views[i] if views is not None else None
-                if view is None and probs is not None:
-                    view = VIEW_NAMES[int(probs[i].argmax())]
-                channels = landmark_channels_of_view(view) if view else range(NUM_LANDMARKS)
-                if channels:  # a task's channels are consecutive (taxonomy order)
-                    lo, hi = min(channels), max(channels) + 1
-                    region = None if regions is None else regions[i]
-                    p, c = self.codec.decode(heatmaps[i, lo:hi].float(), region)
-                    points[i, lo:hi], conf[i, lo:hi] = p.cpu().numpy(), c.cpu().numpy()
-        return [
-            NetworkOutput(None if probs is None else probs[i], points[i], conf[i]) for i in range(b)
-        ]
-
-    def _forward(
-        self, images: torch.Tensor, class_images: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """The backend's raw outputs (logits, heatmaps) for a batch."""
-        if isinstance(self.backend, TorchBackend):
-            return self.backend.forward(images, class_images)
-        return self.backend.run(images, class_images)
+        """The model on a batch of (B, 1, H, W) landmark and masked classification inputs (the
+        first two of ``as_batch``); ``regions`` (B, 1, H, W) bool: where each image's landmarks
+        may lie (None: anywhere); ``views``: given views (None: the model's); ``task_only``:
+        locate only each image's view-task landmarks (the others NaN, confidence 0)."""
+        raise NotImplementedError
 
     def predict_image(
         self,
@@ -285,6 +187,135 @@ class Predictor:
             warnings=warnings,
             view_source="given" if view else "model",
         )
+
+
+class Predictor(BasePredictor):
+    """Runs a trained abdus network on images.
+
+    ``model`` is any variant from ``abdus.models.build_model`` (wrapped in a ``TorchBackend``;
+    ``device`` / ``bf16`` apply to it) or a ready backend (``abdus.inference.backends``).
+    ``preprocess`` and ``codec`` must be the ones it was trained with (a model file holds
+    them, see ``abdus.modelfile``; an abdus ``.onnx`` carries them).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | NetworkBackend,
+        preprocess: PreprocessConfig,
+        codec: HeatmapCodec,
+        *,
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        model_id: str = "",
+    ) -> None:
+        if isinstance(model, nn.Module):
+            model = TorchBackend(model, device=device, bf16=bf16)
+        super().__init__(
+            preprocess, classifies=model.classifies, locates=model.locates, model_id=model_id
+        )
+        self.backend: NetworkBackend = model
+        self.name = model.name
+        self.model: nn.Module | None = getattr(model, "model", None)
+        self.codec = codec
+        self.device = torch.device(getattr(model, "device", device))
+        self.bf16 = bool(getattr(model, "bf16", False))
+
+    @classmethod
+    def from_run(
+        cls,
+        run_or_model: str | Path,
+        *,
+        backend: str = "torch",
+        device: str | torch.device = "cpu",
+        bf16: bool = False,
+        threads: int | None = None,
+        model_id: str | None = None,
+    ) -> Predictor:
+        """A predictor for a run folder, a ``model.pt`` file or an abdus ``.onnx`` file.
+
+        ``backend``: "torch" (a run / ``.pt``), "onnx" or "onnx-int8". For a run or ``.pt``
+        the ONNX backends use ``model.onnx`` / ``model.int8.onnx`` beside it (written by
+        ``abdus export``; "onnx" exports one on the fly when it is missing). ``threads``: ONNX
+        Runtime intra-op threads (default: physical cores).
+        """
+        backend = check_choice(Backend, backend)
+        path = Path(run_or_model)
+        ref = find_model(path)
+        if ref.kind is ModelKind.PBT:
+            raise AbdusInputError("a PBT model: open it with open_predictor", ref.path)
+        if backend is Backend.TORCH and ref.kind is ModelKind.ONNX:
+            raise AbdusInputError("an .onnx model runs with --backend onnx or onnx-int8", path)
+        if backend is not Backend.TORCH:
+            if bf16:
+                raise AbdusInputError("--bf16 applies to the torch backend only", path)
+            onnx = OnnxBackend(resolve_onnx(path, backend), threads=threads, device=device)
+            name = model_id or onnx.info.model_id or f"{onnx.info.model['variant']}:{path.name}"
+            return cls(onnx, onnx.info.preprocess, onnx.info.codec, model_id=name)
+        loaded = open_network(ref.path)
+        name = model_id or f"{loaded.config.model}:{path.resolve().name}"
+        return cls(
+            loaded.model, loaded.config.preprocess, loaded.codec,
+            device=device, bf16=bf16, model_id=name,
+        )  # fmt: skip
+
+    def run_network(
+        self,
+        images: torch.Tensor,
+        class_images: torch.Tensor,
+        regions: torch.Tensor | np.ndarray | None = None,
+        *,
+        views: Sequence[str | None] | None = None,
+        task_only: bool = False,
+    ) -> list[NetworkOutput]:
+        """Network on a batch: (B, 1, H, W) landmark and masked classification inputs (the
+        first two of ``as_batch``).
+
+        ``regions``: (B, 1, H, W) bool, where each image's landmarks may lie
+        (``abdus.data.masking.landmark_region``); None = anywhere on the canvas.
+        ``task_only``: decode only the heat maps of each image's view task (``views[i]`` when
+        given, else the predicted view): 2-4 of 14 channels, so decoding costs a fraction (the
+        other landmarks are NaN with confidence 0). Default: all 14 channels.
+        """
+        logits, heatmaps = self.backend.run(images, class_images)
+        return self.decode_outputs(
+            logits, heatmaps, regions=regions, views=views, task_only=task_only
+        )
+
+    def decode_outputs(
+        self,
+        logits: torch.Tensor | None,
+        heatmaps: torch.Tensor | None,
+        *,
+        regions: torch.Tensor | np.ndarray | None = None,
+        views: Sequence[str | None] | None = None,
+        task_only: bool = False,
+    ) -> list[NetworkOutput]:
+        """Softmax the logits (B, 11) and decode the heat maps (B, 14, H, W) with the codec,
+        inside ``regions`` (B, 1, H, W) bool when given."""
+        b = (logits if logits is not None else heatmaps).shape[0]
+        probs = None if logits is None else torch.softmax(logits.float(), dim=1).cpu().numpy()
+        points = np.full((b, NUM_LANDMARKS, 2), np.nan, dtype=np.float32)
+        conf = np.zeros((b, NUM_LANDMARKS), dtype=np.float32)
+        if regions is not None:
+            device = heatmaps.device if heatmaps is not None else "cpu"
+            regions = torch.as_tensor(regions).to(device)
+        if heatmaps is not None and not task_only:
+            points_t, conf_t = self.codec.decode(heatmaps.float(), regions)
+            points, conf = points_t.cpu().numpy(), conf_t.cpu().numpy()
+        elif heatmaps is not None:
+            for i in range(b):
+                view = views[i] if views is not None else None
+                if view is None and probs is not None:
+                    view = VIEW_NAMES[int(probs[i].argmax())]
+                channels = landmark_channels_of_view(view) if view else range(NUM_LANDMARKS)
+                if channels:  # a task's channels are consecutive (taxonomy order)
+                    lo, hi = min(channels), max(channels) + 1
+                    region = None if regions is None else regions[i]
+                    p, c = self.codec.decode(heatmaps[i, lo:hi].float(), region)
+                    points[i, lo:hi], conf[i, lo:hi] = p.cpu().numpy(), c.cpu().numpy()
+        return [
+            NetworkOutput(None if probs is None else probs[i], points[i], conf[i]) for i in range(b)
+        ]
 
 
 def _inside(point_xy: np.ndarray, shape: tuple[int, int]) -> bool:

@@ -1,0 +1,63 @@
+"""What ``abdus export`` runs: ONNX export of a run (fp32, or static INT8 calibrated on a
+dataset) and, for INT8, what it costs in accuracy against PyTorch fp32 on the test split.
+
+The pieces: ``abdus.inference.export`` (tracing, metadata, the files beside a run),
+``abdus.inference.quantize`` (INT8) and ``abdus.inference.compare`` (``int8_cost``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from abdus.errors import AbdusInputError
+from abdus.inference.compare import int8_cost
+from abdus.inference.export import export_loaded
+from abdus.inference.quantize import CALIBRATION_METHODS, calibration_feeds
+from abdus.modelfile import open_network
+
+
+def export_onnx(
+    run_or_model: str | Path,
+    out: str | Path,
+    *,
+    int8: bool = False,
+    calibration: str | Path | None = None,
+    calibration_images: int = 32,
+    calibration_method: str = "percentile",
+    check_images: int = 200,
+) -> dict[str, Any]:
+    """Export a run folder / ``.pt`` to ONNX; with ``int8`` static INT8 calibrated on DATA.
+
+    ``calibration_images``: preprocessed train-split images used for the activation ranges;
+    ``calibration_method``: "percentile" (default), "minmax" or "entropy"; ``check_images``:
+    with ``int8``, up to this many test-split images of DATA on which the INT8 file is compared
+    with PyTorch fp32 (``int8_cost``: view accuracy and caliper change in mm; 0 skips it).
+
+    Returns the report: ``file``, ``precision``, ``size_mb`` (MiB), ``max_abs_diff`` per output
+    (|ONNX Runtime - PyTorch fp32| on random inputs; ``max_abs_diff_real`` on preprocessed
+    calibration images when given), ``fp32_size_mb``, ``outputs``, ``opset``, ``seconds``, and
+    for INT8 ``int8_cost`` (see ``compare_predictors``).
+    """
+    if int8 and calibration is None:
+        raise AbdusInputError("--int8 needs --calibration DATA (a dataset folder with a manifest)")
+    if calibration_method not in CALIBRATION_METHODS:
+        valid = ", ".join(CALIBRATION_METHODS)
+        raise AbdusInputError(f"unknown calibration method {calibration_method!r}; valid: {valid}")
+    if calibration_images < 1:
+        raise AbdusInputError(f"--calibration-images must be >= 1, got {calibration_images}")
+    loaded = open_network(run_or_model)
+    feeds = (
+        calibration_feeds(calibration, loaded, calibration_images)
+        if calibration is not None
+        else []
+    )
+    report = export_loaded(
+        loaded, out, int8=int8, calibration_feeds_=feeds, calibration_method=calibration_method
+    )
+    if int8 and check_images > 0:
+        try:
+            report["int8_cost"] = int8_cost(run_or_model, out, calibration, limit=check_images)
+        except AbdusInputError as err:  # e.g. a dataset without a test split: the file stands
+            report["int8_cost"] = {"skipped": str(err)}
+    return report
