@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from abdus.evaluation.metrics import RADIAL_THRESHOLDS_MM, bland_altman
+from abdus.evaluation.metrics import RADIAL_THRESHOLDS_MM, bland_altman, row_normalised
 from abdus.evaluation.tables import ConfusionPanel
 from abdus.io.atomic import atomic_write_bytes
 from abdus.taxonomy import (
@@ -72,8 +72,7 @@ def _draw_confusion(ax, panel: ConfusionPanel, *, names: bool):
         ax.set_ylim(10.5, -0.5)
         return None
     counts = panel.counts
-    totals = counts.sum(axis=1, keepdims=True)
-    share = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    share = row_normalised(counts)
     shown = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
     rows, cols = np.nonzero(counts)
     for r, c in zip(rows, cols, strict=True):  # one label per non-empty cell, not per pixel
