@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Every run is new: runs/demo/runs/N; the cohort in runs/demo/cohorts/ is reused while it matches.
 demo: setup
 	$(VENV)/bin/abdus demo --out runs/demo
 
@@ -30,5 +31,6 @@ test-slow: setup
 lint: setup
 	$(PY) -m ruff check src tests
 
+# runs/ is left alone: it holds your demo runs and any run you trained there.
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .pytest_cache

@@ -14,6 +14,10 @@ from abdus import __version__
 from abdus.choices import BACKENDS, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
+DEVICE_HELP = "cpu, cuda or cuda:N (default: auto, the GPU when there is one)"
+PRESET_HELP = "tiny (tests), demo (minutes on a CPU) or paper (the published scale; a GPU)"
+DATA_HELP = "dataset folder (with manifest.json) or manifest path"
+
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from abdus.io.info import run_info
@@ -89,18 +93,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         bf16=args.bf16,
         view=args.view,
         batch_size=args.batch_size,
+        device=args.device,
     )
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from abdus.inference.compare import format_cost
-    from abdus.inference.export import export_onnx
+    from abdus.inference.export_command import export_onnx
 
+    if args.int8 and args.data is None:
+        raise AbdusInputError("--int8 needs --data DATA (the dataset that calibrates it)")
     report = export_onnx(
         args.run,
         args.out,
         int8=args.int8,
-        calibration=args.calibration,
+        calibration=args.data,
         calibration_images=args.calibration_images,
         check_images=args.check_images,
     )
@@ -129,11 +136,16 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from abdus.demo import run_demo
+    from abdus.demo import run_new_demo
 
     patients = {} if args.patients is None else {"patients": args.patients}
-    run_demo(args.out, preset=args.preset, seed=args.seed, **patients)
+    run_new_demo(args.out, preset=args.preset, seed=args.seed, **patients)
     return 0
+
+
+def _hidden_alias(parser: argparse.ArgumentParser, flag: str, *, dest: str) -> None:
+    """An old spelling of an option: still accepted (scripts keep working), not in --help."""
+    parser.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Abdominal ultrasound view classification and caliper measurement.",
     )
     parser.add_argument("--version", action="version", version=f"abdus {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
 
     p = sub.add_parser("info", help="what a file holds: size, frames, regions, spacing (mm)")
     p.add_argument("files", nargs="+", help="DICOM, PNG or JPEG files")
@@ -155,9 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="write a synthetic cohort with exact ground truth")
     p.add_argument("out", help="output dataset folder (must be new or empty)")
-    p.add_argument("--patients", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--format", choices=("dicom", "png"), default="dicom")
+    p.add_argument("--patients", type=int, default=20, help="virtual patients (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument(
+        "--format",
+        choices=("dicom", "png"),
+        default="dicom",
+        help="ultrasound DICOM, or PNG with the spacing in the manifest (default dicom)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument(
         "--second-read-fraction",
@@ -168,15 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
-    p.add_argument("data", help="dataset folder (with manifest.json) or manifest path")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
     p.add_argument(
-        "--model", default="mgcn_r", choices=MODELS
+        "--model", default="mgcn_r", choices=MODELS, help="network variant or PBT (default mgcn_r)"
     )
-    p.add_argument("--preset", default="demo", choices=PRESETS)
+    p.add_argument("--preset", default="demo", choices=PRESETS, help=PRESET_HELP)
     p.add_argument("--config", default=None, help="YAML file overriding preset fields")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument(
         "--seed", type=int, default=None, help="split, initial weights and data order (default 0)"
     )
@@ -184,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="metrics.json and a report for a trained run")
     p.add_argument("run", help="run folder (with model.pt)")
-    p.add_argument("--data", required=True, help="dataset folder or manifest")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--split",
         default="test",
@@ -192,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's patient-level split to score (default test: patients never seen)",
     )
     p.add_argument("--out", default=None, help="output folder (default RUN/evaluation)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("reproduce", help="train and evaluate every variant: Table 1 and Fig. 3")
-    p.add_argument("data", help="dataset folder or manifest")
+    p.add_argument("data", help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder (one run folder per model)")
-    p.add_argument("--preset", default="demo", choices=PRESETS)
+    p.add_argument("--preset", default="demo", choices=PRESETS, help=PRESET_HELP)
     p.add_argument(
         "--models",
         nargs="+",
@@ -206,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt"),
         help="which variants (default: all)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("predict", help="view, calipers and measurements (mm) for files")
@@ -216,44 +235,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spacing-mm", type=float, default=None, help="mm/px for files with none")
     p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
     p.add_argument("--sr", action="store_true", help="also write DICOM SR (TID 1500) files")
-    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=BACKENDS,
+        help="torch (run folder or .pt), onnx or onnx-int8 (the .onnx beside it, or given)",
+    )
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (torch backend)")
     p.add_argument("--view", default=None, help="use this view instead of the classifier")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="ONNX model (optionally static INT8) for deployment")
     p.add_argument("run", help="run folder or model.pt")
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument("--int8", action="store_true", help="static INT8 quantisation (QDQ)")
-    p.add_argument("--calibration", default=None, help="dataset used to calibrate INT8")
-    p.add_argument("--calibration-images", type=int, default=32)
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset: its train split calibrates INT8, its test split checks it (with --int8)",
+    )
+    _hidden_alias(p, "--calibration", dest="data")
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=32,
+        help="train-split images of DATA that calibrate INT8 (default 32)",
+    )
     p.add_argument(
         "--check-images",
         type=int,
         default=200,
-        help="test-split images of the calibration data on which INT8 is compared with fp32 "
-        "(0: skip)",
+        help="test-split images of DATA on which INT8 is compared with fp32 (0: skip)",
     )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("benchmark", help="end-to-end latency of each backend, side by side")
     p.add_argument("target", help="run folder, model file, or a preset name (tiny|demo|paper)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=20, help="timed runs per backend")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first, per backend")
     p.add_argument("--backends", nargs="+", default=None, help="subset of backends")
     p.add_argument("--size", type=int, default=None, help="input side (model px)")
-    p.add_argument("--depth", default=None, choices=("resnet18", "resnet34", "resnet50"))
+    p.add_argument(
+        "--depth",
+        default=None,
+        choices=("resnet18", "resnet34", "resnet50"),
+        help="encoder of a preset's untrained model (default: the preset's)",
+    )
     p.add_argument("--data", default=None, help="dataset to measure accuracy change on")
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
-    p.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo)")
     p.add_argument(
-        "--patients", type=int, default=None, help="synthetic patients (default 240)"
+        "--out",
+        default="runs/demo",
+        help="demo folder (default runs/demo): each run in OUT/runs/N, the cohort in "
+        "OUT/cohorts/ (reused while seed, patients and generator match)",
     )
-    p.add_argument("--preset", default="demo", choices=PRESETS)
+    p.add_argument("--patients", type=int, default=None, help="synthetic patients (default 240)")
+    p.add_argument("--preset", default="demo", choices=PRESETS, help=PRESET_HELP)
     p.add_argument("--seed", type=int, default=0, help="cohort, split and training seed")
     p.set_defaults(func=_cmd_demo)
     return parser

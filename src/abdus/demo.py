@@ -5,45 +5,160 @@ every image, so the human row rests on every test image), trains the proposed MG
 ``demo`` preset (model selection on validation patients), evaluates it against reader A on the
 test patients beside reader B (the human row) and an untrained network of the same
 architecture, writes the report and prints a short, honest summary.
+
+Every ``abdus demo`` gets its own folder and reuses the cohort while its settings match, so it
+can be run again and again (``run_new_demo``)::
+
+    OUT/cohorts/seed0-240p/     the cohort (its manifest's meta says what it was generated with)
+    OUT/runs/1/run/             the trained model (model.pt, config.yaml, logs)
+    OUT/runs/1/evaluation/      metrics.json, report.md, report.html
+    OUT/runs/1/summary.json     what the terminal summary shows
+    OUT/runs/2/...              the next demo
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from abdus.errors import AbdusInputError
+from abdus.io.manifest import MANIFEST_NAME
 from abdus.taxonomy import MEASUREMENT_CODES, NUM_VIEWS
 
 DEMO_PATIENTS = 240
 DEMO_SECOND_READS = 1.0  # share of images reader B also reads (the human row's basis)
+COHORTS_DIR, RUNS_DIR = "cohorts", "runs"  # under the demo folder: OUT/cohorts/*, OUT/runs/N
+LEGACY_COHORT = "data"  # run_demo's own cohort (and earlier demos'): reused when it matches
 
 
-def run_demo(
-    out: str | Path = "runs/demo",
+def demo_cohort_settings(*, patients: int = DEMO_PATIENTS, seed: int = 0) -> dict[str, Any]:
+    """What a demo cohort is generated with, as ``generate_cohort`` records it in its
+    manifest's ``meta``: generator, abdus version, patients, seed, format, reader-B share."""
+    from abdus import __version__
+    from abdus.phantom.generate import GENERATOR, CohortConfig
+
+    config = CohortConfig(
+        patients=int(patients),
+        seed=int(seed),
+        image_format="dicom",
+        second_read_fraction=DEMO_SECOND_READS,
+    )
+    return {"generator": GENERATOR, "abdus_version": __version__, **asdict(config)}
+
+
+def cohort_differences(folder: Path, wanted: dict[str, Any]) -> list[str] | None:
+    """How the cohort in ``folder`` differs from ``wanted`` (``demo_cohort_settings``): [] when
+    it matches, None when ``folder`` holds no finished cohort (no readable manifest)."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        recorded = manifest.get("meta") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return [
+        f"{key} {recorded.get(key)!r} (wanted {value!r})"
+        for key, value in wanted.items()
+        if recorded.get(key) != value
+    ]
+
+
+def find_demo_cohort(home: Path, *, patients: int, seed: int) -> Path:
+    """The cohort folder for a demo under ``home``: a finished cohort generated with the same
+    settings (``demo_cohort_settings``) when there is one, else a free folder
+    ``home/cohorts/seed<S>-<N>p`` (``-2``, ``-3``, ... when that name is taken by anything but
+    an unfinished abdus cohort), so nothing there is ever overwritten."""
+    from abdus.phantom.generate import MARKER_NAME
+
+    wanted = demo_cohort_settings(patients=patients, seed=seed)
+    cohorts = home / COHORTS_DIR
+    found = sorted(p for p in cohorts.iterdir() if p.is_dir()) if cohorts.is_dir() else []
+    for folder in [home / LEGACY_COHORT, *found]:
+        if cohort_differences(folder, wanted) == []:
+            return folder
+    base = f"seed{seed}-{patients}p"
+    for n in itertools.count(1):
+        folder = cohorts / (base if n == 1 else f"{base}-{n}")
+        if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+            return folder
+        if (folder / MARKER_NAME).is_file() and not (folder / MANIFEST_NAME).exists():
+            return folder  # a generation of ours that was interrupted: generate_cohort redoes it
+    raise AssertionError("unreachable")
+
+
+def new_run_folder(runs: Path) -> Path:
+    """A new, empty numbered folder ``runs/N`` (N = 1 + the highest there), made here."""
+    runs.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name) for p in runs.iterdir() if p.name.isdigit()]
+    for n in itertools.count(max(taken, default=0) + 1):
+        try:
+            (runs / str(n)).mkdir()
+        except FileExistsError:  # another demo took it meanwhile
+            continue
+        return runs / str(n)
+    raise AssertionError("unreachable")
+
+
+def run_new_demo(
+    home: str | Path = "runs/demo",
     *,
     patients: int = DEMO_PATIENTS,
     preset: str = "demo",
     seed: int = 0,
     jobs: int = 2,
 ) -> dict[str, Any]:
-    """Generate, train, evaluate; returns the summary dict (also written as summary.json)."""
+    """``abdus demo``: a new demo run in ``home/runs/N`` (see ``run_demo``), every call its own
+    folder. The cohort is ``find_demo_cohort``'s: generated once, reused by later runs with the
+    same seed and patients (and generator), a new folder for other settings."""
+    home = Path(home)
+    if home.exists() and not home.is_dir():
+        raise AbdusInputError("exists and is not a folder", home)
+    data = find_demo_cohort(home, patients=patients, seed=seed)
+    run_folder = new_run_folder(home / RUNS_DIR)
+    return run_demo(run_folder, patients=patients, preset=preset, seed=seed, jobs=jobs, data=data)
+
+
+def run_demo(
+    out: str | Path,
+    *,
+    patients: int = DEMO_PATIENTS,
+    preset: str = "demo",
+    seed: int = 0,
+    jobs: int = 2,
+    data: str | Path | None = None,
+) -> dict[str, Any]:
+    """One demo into the folder ``out``: ``out/run`` (the trained model), ``out/evaluation``
+    (metrics and report) and ``out/summary.json``; returns the summary dict.
+
+    The cohort is ``data`` (default ``out/data``): generated there when it holds none, reused
+    when it holds one generated with the same settings, an AbdusInputError otherwise, as is a
+    folder whose ``run`` is not empty (nothing is overwritten).
+    """
     from abdus.evaluation.evaluate import evaluate_run, evaluate_untrained
     from abdus.io.atomic import atomic_write_json
     from abdus.phantom.generate import generate_cohort
     from abdus.training.trainer import train
 
     out = Path(out)
-    data, run = out / "data", out / "run"
+    data = out / LEGACY_COHORT if data is None else Path(data)
+    run = out / "run"
     if run.exists() and any(run.iterdir()):
         raise AbdusInputError("a demo run already exists there; remove it or choose --out", out)
+    differences = cohort_differences(data, demo_cohort_settings(patients=patients, seed=seed))
+    if differences:
+        raise AbdusInputError(
+            f"holds a cohort generated otherwise: {', '.join(differences)}; give another", data
+        )
     started = time.perf_counter()
-    _say(f"[1/4] generating a synthetic cohort of {patients} patients in {data}")
-    if not (data / "manifest.json").is_file():
+    if differences is None:
+        _say(f"[1/4] generating a synthetic cohort of {patients} patients in {data}")
         generate_cohort(
             data,
             patients=patients,
@@ -52,6 +167,8 @@ def run_demo(
             jobs=jobs,
             second_read_fraction=DEMO_SECOND_READS,
         )
+    else:
+        _say(f"[1/4] reusing the synthetic cohort of {patients} patients (seed {seed}) in {data}")
     _say(f"[2/4] training MGCN_R (preset {preset!r}) in {run}")
     train(data, run, model="mgcn_r", preset=preset, seed=seed)
     _say("[3/4] evaluating on the test patients against reader A (and reader B)")
