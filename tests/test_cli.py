@@ -65,6 +65,15 @@ def test_data_is_given_one_way(argv, data):
     assert build_parser().parse_args(argv).data == data
 
 
+def test_usage_names_data_and_run_the_same_way_everywhere():
+    usage = {name: sub.format_usage() for name, sub in _commands(build_parser())}
+    assert usage["train"].rstrip().endswith(" DATA") and "--data" not in usage["train"]
+    assert usage["reproduce"].rstrip().endswith(" DATA")
+    for name in ("evaluate", "export"):
+        assert usage[name].rstrip().endswith(" RUN") and "--data DATA" in usage[name]
+    assert "--data DATA" in usage["benchmark"]
+
+
 def test_old_spellings_work_but_stay_out_of_help():
     commands = dict(_commands(build_parser()))
     text = commands["export"].format_help()

@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("info", help="what a file holds: size, frames, regions, spacing (mm)")
-    p.add_argument("files", nargs="+", help="DICOM, PNG or JPEG files")
+    p.add_argument("files", nargs="+", metavar="FILE", help="DICOM, PNG or JPEG files")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument(
         "--spacing-mm", type=float, default=None, help="spacing to use when a file has none (mm/px)"
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("generate", help="write a synthetic cohort with exact ground truth")
-    p.add_argument("out", help="output dataset folder (must be new or empty)")
+    p.add_argument("out", metavar="OUT", help="output dataset folder (must be new or empty)")
     p.add_argument("--patients", type=int, default=20, help="virtual patients (default 20)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
     p.add_argument(
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
-    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
     p.add_argument(
         "--model", default="mgcn_r", choices=MODELS, help="network variant or PBT (default mgcn_r)"
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics.json and a report for a trained run")
-    p.add_argument("run", help="run folder (with model.pt)")
+    p.add_argument("run", metavar="RUN", help="run folder (with model.pt)")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--split",
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("reproduce", help="train and evaluate every variant: Table 1 and Fig. 3")
-    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", required=True, help="output folder (one run folder per model)")
     p.add_argument("--preset", default="demo", choices=PRESETS, help=PRESET_HELP)
     p.add_argument(
@@ -229,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("predict", help="view, calipers and measurements (mm) for files")
-    p.add_argument("model", help="run folder, model.pt or model.onnx")
-    p.add_argument("inputs", nargs="+", help="DICOM, PNG or JPEG files, or folders of them")
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, model.pt or model.onnx")
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="DICOM, PNG or JPEG files, or folders of them"
+    )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--spacing-mm", type=float, default=None, help="mm/px for files with none")
     p.add_argument("--overlay", action="store_true", help="also write overlay PNGs")
@@ -248,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="ONNX model (optionally static INT8) for deployment")
-    p.add_argument("run", help="run folder or model.pt")
+    p.add_argument("run", metavar="RUN", help="run folder or model.pt")
     p.add_argument("--out", required=True, help="output .onnx path")
     p.add_argument("--int8", action="store_true", help="static INT8 quantisation (QDQ)")
     p.add_argument(
@@ -272,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("benchmark", help="end-to-end latency of each backend, side by side")
-    p.add_argument("target", help="run folder, model file, or a preset name (tiny|demo|paper)")
+    p.add_argument(
+        "target",
+        metavar="RUN_OR_PRESET",
+        help="run folder, model file, or a preset name (tiny|demo|paper)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--repeats", type=int, default=20, help="timed runs per backend")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first, per backend")
