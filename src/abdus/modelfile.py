@@ -153,7 +153,9 @@ def save_model(
 ) -> None:
     """Write a model file (weights + descriptors, no optimizer) atomically. ``selection``:
     how its weights were chosen, e.g. ``{"landmarks": {"epoch": 12, "landmark_error_mm":
-    4.1}}`` per stage (the best validation epoch). ``model``: unwrapped (no DDP)."""
+    4.1}}`` per stage (the best validation epoch). ``model`` may be wrapped in DDP."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
     payload = {"format": MODEL_FORMAT, "version": FORMAT_VERSION, "selection": selection or {}}
     payload.update(network_descriptors(config, codec, model))
     save_torch_payload(path, payload)

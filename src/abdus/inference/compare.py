@@ -173,41 +173,27 @@ def int8_cost(
 
 
 def compare_predictors(
-    reference: Any,
-    candidate: Any,
-    data: str | Path,
-    *,
-    split: str = "test",
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    limit: int | None = None,
-    batch_size: int = 8,
+    reference: Predictor, candidate: Predictor, data: str | Path, **images: Any
 ) -> dict[str, Any]:
     """How far ``candidate``'s outputs are from ``reference``'s on a dataset split.
 
-    Both predictors see the same preprocessed images. Returns ``n_images``; view accuracy of
-    each against reader A (``view_accuracy_reference`` / ``_candidate``, fraction) and
-    ``accuracy_change_points`` (candidate - reference, percentage points); ``view_agreement``
-    (fraction of images with the same predicted view); on images whose reader-A view has a
-    landmark task and whose spacing is known, the calipers of that task (paper Table 1
-    protocol) from both: ``n_measurements``, ``mean_measurement_change_mm`` /
-    ``max_measurement_change_mm`` / ``median_`` / ``p90_`` (|candidate - reference| in mm),
-    ``share_over_2mm`` (fraction of calipers that moved more than 2 mm), per code, and
-    ``mean_landmark_shift_mm``; ``*_px`` the same in model pixels (comparable across presets:
-    at the paper's 0.5 mm per px, 0.4 px is 0.2 mm).
+    Both predictors see the same preprocessed images, chosen by ``images`` (``split``,
+    ``test_fraction``, ``seed``, ``limit``, ``batch_size``: see ``collect_outputs``).
+
+    Returns ``n_images``; view accuracy of each against reader A (``view_accuracy_reference``
+    / ``_candidate``, fraction) and ``accuracy_change_points`` (candidate - reference,
+    percentage points); ``view_agreement`` (fraction of images with the same predicted view);
+    on images whose reader-A view has a landmark task and whose spacing is known, the calipers
+    of that task (paper Table 1 protocol) from both: ``n_measurements``,
+    ``mean_measurement_change_mm`` / ``max_measurement_change_mm`` / ``median_`` / ``p90_``
+    (|candidate - reference| in mm), ``share_over_2mm`` (fraction of calipers that moved more
+    than 2 mm), per code, and ``mean_landmark_shift_mm``; ``*_px`` the same in model pixels
+    (comparable across presets: at the paper's 0.5 mm per px, 0.4 px is 0.2 mm).
     """
     if reference.preprocess != candidate.preprocess:
         raise ValueError("the two predictors preprocess differently; they cannot be compared")
-    outputs = collect_outputs(
-        [reference, candidate],
-        data,
-        split=split,
-        test_fraction=test_fraction,
-        seed=seed,
-        limit=limit,
-        batch_size=batch_size,
-    )
-    return {"split": split, **summarise_change(*outputs)}
+    outputs = collect_outputs([reference, candidate], data, **images)
+    return {"split": images.get("split", "test"), **summarise_change(*outputs)}
 
 
 def format_cost(cost: dict[str, Any]) -> str:

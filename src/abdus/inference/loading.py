@@ -9,8 +9,7 @@ onnx, onnx-int8); the PBT baseline (``model.pbt``) in its own detector. Both ans
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from abdus.choices import Backend, check_choice
 from abdus.errors import AbdusInputError
@@ -20,23 +19,19 @@ from abdus.modelfile import ModelKind, find_model
 
 
 def open_predictor(
-    path: str | Path,
-    *,
-    backend: str = "torch",
-    device: str | torch.device = "cpu",
-    bf16: bool = False,
-    threads: int | None = None,
-    model_id: str | None = None,
+    path: str | Path, *, backend: str = "torch", bf16: bool = False, **network: Any
 ) -> BasePredictor:
-    """The predictor of a run folder or model file. ``backend``, ``device``, ``bf16`` and
-    ``threads`` apply to networks (see ``Predictor.from_run``); the PBT baseline runs on the
-    CPU with the default backend only. AbdusInputError naming the path when it is unusable."""
+    """The predictor of a run folder or model file. ``backend``, ``bf16`` and ``network``
+    (``device``, ``threads``, ``model_id``) apply to networks (see ``Predictor.from_run``); the
+    PBT baseline runs on the CPU with the default backend only. AbdusInputError naming the path
+    when it is unusable."""
     backend = check_choice(Backend, backend)
     ref = find_model(path)
     if ref.kind is ModelKind.PBT:
-        if backend is not Backend.TORCH or bf16:
-            raise AbdusInputError("the PBT baseline runs with the default backend only", path)
+        device = str(network.get("device") or "cpu")
+        if backend is not Backend.TORCH or bf16 or device != "cpu":
+            raise AbdusInputError(
+                "the PBT baseline runs on the CPU with the default backend only", path
+            )
         return PBTPredictor(ref.path)
-    return Predictor.from_run(
-        path, backend=backend, device=device, bf16=bf16, threads=threads, model_id=model_id
-    )
+    return Predictor.from_run(path, backend=backend, bf16=bf16, **network)

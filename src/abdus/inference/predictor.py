@@ -106,18 +106,13 @@ class BasePredictor:
         self.classifies, self.locates = classifies, locates
 
     def run_network(
-        self,
-        images: torch.Tensor,
-        class_images: torch.Tensor,
-        regions: torch.Tensor | np.ndarray | None = None,
-        *,
-        views: Sequence[str | None] | None = None,
-        task_only: bool = False,
+        self, images: torch.Tensor, class_images: torch.Tensor, regions=None, **options: Any
     ) -> list[NetworkOutput]:
         """The model on a batch of (B, 1, H, W) landmark and masked classification inputs (the
-        first two of ``as_batch``); ``regions`` (B, 1, H, W) bool: where each image's landmarks
-        may lie (None: anywhere); ``views``: given views (None: the model's); ``task_only``:
-        locate only each image's view-task landmarks (the others NaN, confidence 0)."""
+        first two of ``as_batch``). ``regions``: (B, 1, H, W) bool, where each image's
+        landmarks may lie (None: anywhere). ``options``: ``views`` (given view names, None
+        entries for the model's own) and ``task_only`` (locate only each image's view-task
+        landmarks; the others NaN with confidence 0). See ``Predictor.run_network``."""
         raise NotImplementedError
 
     def predict_image(

@@ -36,10 +36,8 @@ from abdus.modelfile import (
     network_descriptors,
     network_from_payload,
     read_network_file,
+    save_model,
     save_torch_payload,
-)
-from abdus.modelfile import (
-    save_model as _save_model_file,
 )
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import unwrap
@@ -117,18 +115,6 @@ def save_checkpoint(
         d = unwrap(discriminator)
         payload["discriminator"] = {"config": d.config.to_dict(), "state": d.state_dict()}
     save_torch_payload(path, payload)
-
-
-def save_model(
-    path: str | Path,
-    *,
-    config: TrainConfig,
-    codec: HeatmapCodec,
-    model: nn.Module,
-    selection: dict[str, Any] | None = None,
-) -> None:
-    """``abdus.modelfile.save_model`` of a model that may be wrapped in DDP."""
-    _save_model_file(path, config=config, codec=codec, model=unwrap(model), selection=selection)
 
 
 __all__ = [
