@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
 from tqdm import tqdm
 
 from abdus import __version__
@@ -225,10 +226,6 @@ def prepare_output(out: Path) -> None:
 
 def _limit_worker_threads() -> None:
     """One BLAS/OpenMP thread per worker process: the processes are the parallelism."""
-    try:
-        from threadpoolctl import threadpool_limits  # optional (comes with scikit-learn)
-    except ImportError:
-        return
     threadpool_limits(1)
 
 
