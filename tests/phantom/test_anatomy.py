@@ -7,16 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from abdus.phantom.anatomy import (
-    Pose,
-    kidney_long,
-    kidney_trans,
-    liver_right_long,
-    sample_patient,
-    spleen_section,
-    tissue_table,
-)
+from abdus.phantom.anatomy import sample_patient
+from abdus.phantom.organs import Pose, kidney_long, kidney_trans, liver_right_long, spleen_section
 from abdus.phantom.scan import Band, Star
+from abdus.phantom.tissues import tissue_table
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +93,7 @@ def test_kidney_sections_have_exact_axes(cohort: list, side: str, angle: float) 
     sa = np.subtract(p["sa_2"], p["sa_1"])
     assert abs(float(la @ sa)) < 1e-6 * size.width_mm * size.depth_mm  # perpendicular axes
     for name in ("la_1", "la_2", "sa_1", "sa_2"):
-        _assert_on_outline(organ.outline, p[name], (pose.x, pose.z))
+        _assert_on_outline(organ.outline, p[name], (pose.x_mm, pose.z_mm))
 
 
 @pytest.mark.parametrize("plane", ["long", "trans"])

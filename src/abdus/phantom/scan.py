@@ -164,6 +164,25 @@ def segment(
     return Band(mid[0], mid[1], angle, half, radius, power=power)
 
 
+def band_from(
+    start: tuple[float, float],
+    angle_rad: float,
+    half_length_mm: float,
+    half_thickness_mm: float,
+    **shape: Any,
+) -> Band:
+    """A band whose ``s = -1`` end lies at ``start`` (plane mm), running along ``angle_rad``:
+    a vessel branching off another. ``shape``: the other :class:`Band` fields."""
+    return Band(
+        start[0] + half_length_mm * math.cos(angle_rad),
+        start[1] + half_length_mm * math.sin(angle_rad),
+        angle_rad,
+        half_length_mm,
+        half_thickness_mm,
+        **shape,
+    )
+
+
 def circle(x: float, z: float, radius: float) -> Star:
     """A disc of ``radius`` mm centred at plane (x, z)."""
     return Star(x, z, 0.0, radius, radius)
