@@ -33,12 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from abdus.choices import NETWORK_MODELS
 from abdus.models.decoder import LandmarkDecoder
 from abdus.models.encoder import ResNetEncoder, ResNetTail, resnet_spec
 from abdus.models.heads import MultiLevelViewHead, SingleLevelViewHead
 from abdus.taxonomy import NUM_LANDMARKS, TASK_BY_NAME, TASKS
 
-VARIANTS = ("mgcn_r", "mgcn", "mfcn", "sfcn", "stl")
+VARIANTS = NETWORK_MODELS  # abdus.choices.Model, less the PBT baseline
 RESNET_TOP_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
 
 
