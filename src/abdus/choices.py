@@ -1,4 +1,5 @@
-"""Every name a user chooses from: models, presets, backends, loss reductions.
+"""Every name a user chooses from: models, presets, backends, loss reductions, and the training
+config's optimizers, learning-rate schedules, view-path starts and mixed-precision modes.
 
 This module is the single source of those choices: the command line lists them in ``--help``
 and the library checks them with :func:`check_choice`. It imports nothing heavy, so the CLI
@@ -57,6 +58,37 @@ class Reduction(StrEnum):
 
     SUM = "sum"
     MEAN = "mean"
+
+
+class Optimizer(StrEnum):
+    """The optimizer of a training stage or of the discriminator (``OptimizerConfig.name``)."""
+
+    SGD = "sgd"  # with momentum (paper 2.2, stage 1)
+    ADAM = "adam"  # paper 2.2: stage 2 and the PatchGAN
+    ADAMW = "adamw"  # Adam with decoupled weight decay (abdus's recipe)
+
+
+class Schedule(StrEnum):
+    """How a stage's learning rate moves after its warm-up (``StageConfig.schedule``)."""
+
+    CONSTANT = "constant"  # the paper
+    COSINE = "cosine"  # down to 0 at the stage's last step (Loshchilov & Hutter 2017)
+
+
+class ViewInit(StrEnum):
+    """How stage 2 starts the view path's stages 3-4 (``TrainConfig.view_init``)."""
+
+    SCRATCH = "scratch"  # random (the paper)
+    LANDMARK = "landmark"  # a copy of the trained landmark stages 3-4
+
+
+class AmpMode(StrEnum):
+    """Mixed precision of training (``TrainConfig.amp``; ``abdus.training.runtime``)."""
+
+    AUTO = "auto"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    OFF = "off"
 
 
 E = TypeVar("E", bound=StrEnum)
