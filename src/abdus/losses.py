@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from abdus.choices import REDUCTIONS
+from abdus.choices import Reduction, check_choice
 from abdus.data.heatmaps import threshold_centroid
 from abdus.models.discriminator import discriminator_input
 
@@ -33,8 +34,9 @@ _DISTANCE_EPS = 1e-6  # px^2 under the square root: finite gradient at zero dist
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the loss terms. Paper 2.2: "The regression, location, and adversarial losses
-    are equally weighted"; the view loss is trained in its own stage. A weight of 0 removes the
-    term (not computed)."""
+    are equally weighted"; the view loss is trained in its own stage, where ``view`` multiplies
+    it (``joint_losses`` uses it to balance the tasks trained together). A weight of 0 removes
+    the term (not computed)."""
 
     regression: float = 1.0
     location: float = 1.0
@@ -42,20 +44,37 @@ class LossWeights:
     view: float = 1.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
+        for f in fields(LossWeights):  # the weights only (``LossConfig`` adds settings)
             value = getattr(self, f.name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"loss weight {f.name} must be finite and >= 0, got {value}")
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, float]) -> LossWeights:
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
         valid = [f.name for f in fields(cls)]
         if unknown := sorted(set(data) - set(valid)):
-            raise ValueError(f"unknown loss weight(s) {unknown}; valid: {', '.join(valid)}")
+            raise ValueError(f"unknown loss setting(s) {unknown}; valid: {', '.join(valid)}")
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class LossConfig(LossWeights):
+    """The loss settings of a training run (``TrainConfig.loss``, the ``loss:`` section of a
+    config): the term weights, the heat-map L2 ``reduction`` ("mean" = Eq. 2 as printed, or
+    "sum", see ``heatmap_l2_loss``) and the view cross entropy's ``label_smoothing`` (0 = Eq. 1
+    as printed, see ``view_loss``). It *is* a ``LossWeights``: pass it as ``weights``."""
+
+    reduction: str = Reduction.MEAN.value
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "reduction", check_choice(Reduction, self.reduction).value)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def _check_mask(mask: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -90,8 +109,7 @@ def heatmap_l2_loss(
     Returns:
         Scalar loss (float32).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    check_choice(Reduction, reduction)
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     mask = _check_mask(landmark_mask, tuple(pred.shape[:2]), "heat maps")
@@ -99,7 +117,7 @@ def heatmap_l2_loss(
     squared = (pred.float() - target.float()).square() * weight  # absent channels: exactly 0
     per_image = squared.sum(dim=(1, 2, 3))  # (B,)
     present = mask.sum(dim=1)  # (B,) N_L'
-    scale = present * (pred.shape[2] * pred.shape[3] if reduction == "mean" else 1)
+    scale = present * (pred.shape[2] * pred.shape[3] if reduction == Reduction.MEAN else 1)
     per_image = per_image / scale.clamp_min(1)
     return _mean_over_images(per_image, present > 0)
 
@@ -306,7 +324,7 @@ def _weighted_total(
 
 
 __all__ = [
-    "REDUCTIONS",
+    "LossConfig",
     "LossWeights",
     "coordinate_loss",
     "discriminator_loss",

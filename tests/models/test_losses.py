@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from abdus.choices import Reduction
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.losses import (
+    LossConfig,
     LossWeights,
     coordinate_loss,
     discriminator_loss,
@@ -257,3 +259,22 @@ def test_loss_weights_validation():
     with pytest.raises(ValueError, match="valid"):
         LossWeights.from_dict({"coordinate": 1.0})
     assert LossWeights.from_dict(LossWeights(2, 0, 1, 3).to_dict()) == LossWeights(2, 0, 1, 3)
+
+
+def test_loss_config_is_the_loss_weights_plus_how_terms_are_computed(make_batch):
+    config = LossConfig(location=0.0, adversarial=0.0, reduction="sum", label_smoothing=0.1)
+    assert isinstance(config, LossWeights)  # one set of weights, usable wherever they are
+    batch = make_batch()
+    pred = torch.rand_like(batch["heatmaps"])
+    parts = landmark_losses({"heatmaps": pred}, batch, config, reduction=config.reduction)
+    torch.testing.assert_close(
+        parts["loss"], heatmap_l2_loss(pred, batch["heatmaps"], batch["landmark_mask"], "sum")
+    )
+    assert LossConfig.from_dict(config.to_dict()) == config
+    assert type(LossConfig(reduction=Reduction.SUM).reduction) is str  # plain, as saved
+    with pytest.raises(ValueError, match="valid reductions: sum, mean"):
+        LossConfig(reduction="avg")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        LossConfig(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="loss weight view"):
+        LossConfig(view=-1.0)
