@@ -28,6 +28,7 @@ import torch
 from abdus.data.preprocess import PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
 from abdus.inference.backends import BACKENDS, bf16_supported
+from abdus.inference.loading import open_predictor
 from abdus.inference.outputs import (
     CSV_NAME,
     UniqueNames,
@@ -41,10 +42,11 @@ from abdus.inference.outputs import (
     write_overlay,
     write_record,
 )
-from abdus.inference.predictor import Predictor, as_batch
+from abdus.inference.predictor import BasePredictor, as_batch
 from abdus.io.reader import read_any, sniff_format
 from abdus.io.sr import CaliperMeasurement, write_sr
 from abdus.io.types import UltrasoundImage
+from abdus.modelfile import is_pbt_model
 from abdus.progress import progress
 from abdus.taxonomy import view_by_name
 
@@ -124,7 +126,7 @@ class PredictSession:
 
     def __init__(
         self,
-        predictor: Predictor,
+        predictor: BasePredictor,
         out: Path,
         *,
         overlay: bool = False,
@@ -150,7 +152,7 @@ class PredictSession:
         return sorted(self.rows, key=lambda row: self.order[row["name"]])
 
     def _meta(self) -> dict[str, str]:
-        return {"model_id": self.predictor.model_id, "backend": self.predictor.backend.name}
+        return {"model_id": self.predictor.model_id, "backend": self.predictor.name}
 
     def fail(self, name: str, source: dict[str, Any], err: BaseException) -> None:
         """Report an image or file that failed: stderr line, error JSON, CSV row."""
@@ -282,17 +284,13 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def _load_predictor(
-    model: str | Path, backend: str, bf16: bool, device: torch.device | str = "cpu"
-) -> Predictor:
-    """A network predictor on ``device``, or the PBT baseline's (always on the CPU) for a
-    ``model.pbt`` / PBT run folder."""
-    from abdus.inference.pbt_predictor import PBTPredictor, is_pbt_model
-
-    if is_pbt_model(model):
-        if backend != "torch" or bf16:
-            raise AbdusInputError("the PBT baseline runs without --backend / --bf16", model)
-        return PBTPredictor(model)
-    return Predictor.from_run(model, backend=backend, bf16=bf16, device=device)
+    model: str | Path, backend: str, bf16: bool, device: str | None = None
+) -> BasePredictor:
+    """``open_predictor`` on ``resolve_device(device)``; "auto" puts the PBT baseline, which
+    runs on the CPU only, on the CPU."""
+    auto = (device or "auto").strip().lower() == "auto"
+    where = "cpu" if auto and is_pbt_model(model) else resolve_device(device)
+    return open_predictor(model, backend=backend, bf16=bf16, device=where)
 
 
 def warn_file(path: Path, images: Sequence[UltrasoundImage]) -> None:
@@ -329,15 +327,15 @@ def run_predict(
     Bad options, a bad model or no input files raise AbdusInputError.
     """
     _check_options(backend, view, batch_size, bf16)
-    torch_device = resolve_device(device)
+    resolve_device(device)  # a bad --device fails before any file is read
     if spacing_mm is not None and not spacing_mm > 0:
         raise AbdusInputError(f"--spacing-mm must be positive, got {spacing_mm}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise AbdusInputError("the output exists and is not a folder", out_dir)
     files = collect_inputs(inputs, exclude=out_dir)
-    predictor = _load_predictor(model, backend, bf16, torch_device)
-    if bf16 and not bf16_supported(predictor.device):
+    predictor = _load_predictor(model, backend, bf16, device)
+    if bf16 and not bf16_supported(getattr(predictor, "device", "cpu")):
         print("warning: no native bfloat16 on this CPU: --bf16 will be slower", file=sys.stderr)
     if not predictor.classifies and view is None:
         raise AbdusInputError("this model has no view classifier: give the view (--view)", model)
