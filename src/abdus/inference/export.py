@@ -291,7 +291,7 @@ def resolve_onnx(run_or_model: str | Path, backend: str) -> Path:
     state = "is stale (exported from other weights)" if wanted.is_file() else "is missing"
     raise AbdusInputError(
         f"{wanted.name} {state}: run `abdus export {path} --out {wanted} --int8 "
-        "--calibration DATA` first",
+        "--data DATA` first",
         path,
     )
 
