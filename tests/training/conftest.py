@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from abdus.phantom.generate import generate_cohort
+from abdus.training.runtime import deterministic_mode_restored
+
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
@@ -28,8 +31,6 @@ def one_thread():
 @pytest.fixture(scope="session")
 def cohort(tmp_path_factory) -> Path:
     """A small generated cohort (6 patients x 13 images, PNG) shared by the tests."""
-    from abdus.phantom.generate import generate_cohort
-
     root = tmp_path_factory.mktemp("cohort")
     generate_cohort(root, patients=6, seed=1, image_format="png", progress=False)
     return root
@@ -44,7 +45,5 @@ def cohort_cache(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _restore_torch_determinism():
     """Trainers switch on deterministic algorithms process-wide; give other tests theirs back."""
-    from abdus.training.runtime import deterministic_mode_restored
-
     with deterministic_mode_restored():
         yield

@@ -12,7 +12,7 @@ from training_synthetic import tiny_config
 from abdus.errors import AbdusInputError
 from abdus.taxonomy import LANDMARKS, VIEW_NAMES
 from abdus.training import checkpoint as ckpt
-from abdus.training.trainer import build_networks, codec_of
+from abdus.training.stages import build_networks, codec_of
 
 
 def _draws() -> tuple:

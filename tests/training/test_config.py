@@ -5,12 +5,18 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
+from abdus.choices import PRESETS, AmpMode, Schedule
 from abdus.errors import AbdusInputError
+from abdus.losses import LossWeights
+from abdus.models import DiscriminatorConfig, ModelConfig
 from abdus.training.config import (
+    StageConfig,
     TrainConfig,
     apply_config_file,
     apply_overrides,
@@ -18,7 +24,7 @@ from abdus.training.config import (
     save_config,
     scale_epochs,
 )
-from abdus.training.presets import PRESETS, preset_config, resolve_config
+from abdus.training.presets import preset_config, resolve_config
 from abdus.training.runtime import cpu_has_bf16, memory_format, resolve_amp
 
 CPU = torch.device("cpu")
@@ -26,7 +32,7 @@ CPU = torch.device("cpu")
 
 def test_paper_preset_is_section_2_2():
     c = preset_config("paper")
-    assert c.model == "mgcn_r" and c.model_options["depth"] == "resnet50"
+    assert c.model == "mgcn_r" and c.model_options.depth == "resnet50"
     assert (c.preprocess.spacing_mm, c.preprocess.size) == (0.5, (512, 512))
     assert (c.stage1.batch_size, c.stage1.epochs) == (4, 30)
     assert (c.stage1.optimizer.name, c.stage1.optimizer.lr) == ("sgd", 1e-6)
@@ -71,8 +77,8 @@ def test_yaml_overrides_nested_fields_and_keeps_the_rest(tmp_path):
     assert c.stage1.epochs == 7 and c.stage1.batch_size == base.stage1.batch_size
     assert (c.stage1.optimizer.name, c.stage1.optimizer.lr) == ("sgd", 1e-4)
     assert c.preprocess.size == (96, 128) and c.preprocess.spacing_mm == 4.0
-    assert c.model_options["widths"] == (4, 8, 16, 32)
-    assert c.model_options["depth"] == "resnet18"  # merged, not replaced
+    assert c.model_options.widths == (4, 8, 16, 32)
+    assert c.model_options.depth == "resnet18"  # merged, not replaced
     assert c.amp == "off" and c.stage2 == base.stage2
 
 
@@ -82,8 +88,21 @@ def test_yaml_overrides_nested_fields_and_keeps_the_rest(tmp_path):
         ("stage1: {epoch: 3}", "unknown config key 'stage1.epoch'; valid keys: epochs, batch_size"),
         ("learning_rate: 0.1", "valid keys: model, model_options"),
         ("stage1: {epochs: three}", "stage1.epochs must be an integer"),
-        ("amp: fp8", "unknown amp mode 'fp8'; valid: auto, bf16, fp16, off"),
-        ("stage2: {optimizer: {name: lion}}", "valid: sgd, adam, adamw"),
+        ("amp: fp8", "unknown amp mode 'fp8'; valid amp modes: auto, bf16, fp16, off"),
+        ("amp: off", "amp must be a string, got False (quote it"),
+        ("stage2: {optimizer: {name: lion}}", "stage2.optimizer: unknown optimizer 'lion'; valid"),
+        ("stage1: {schedule: step}", "valid schedules: constant, cosine"),
+        ("view_init: copy", "valid view_inits: scratch, landmark"),
+        ("loss: {reduction: avg}", "loss: unknown reduction 'avg'; valid reductions: sum, mean"),
+        ("loss: {coordinate: 1}", "'loss.coordinate'; valid keys: regression, location"),
+        ("model_options: {dpth: 3}", "'model_options.dpth'; valid keys: depth, widths, gcn_k"),
+        ("model_options: {depth: resnet101}", "model_options: unknown depth 'resnet101'; valid"),
+        ("model_options: {widths: [8, 16]}", "model_options.widths must be a list of 4 values"),
+        ("model_options: {gcn_k: seven}", "model_options.gcn_k must be an integer"),
+        ("model_options: {task: kidney_long}", "model_options.task is only valid for sfcn"),
+        ("discriminator_options: {norm: group}", "discriminator_options: unknown norm 'group'"),
+        ("discriminator_options: {depth: 3}", "valid keys: width, n_layers, norm, in_channels"),
+        ("model: pbt", "the pbt baseline is not a network"),
         ("preprocess: {size: [64]}", "preprocess.size must be a list of 2 values"),
         ("- just a list", "must be a YAML mapping"),
         ("stage1: [unclosed", "cannot read YAML"),
@@ -160,3 +179,54 @@ def test_cpu_training_with_channels_last_survives_an_odd_batch(tmp_path):
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-500:]
+
+
+# ------------------------------------------------------------------ typed sections, old files
+OLD_CONFIG = Path(__file__).parent / "data" / "untyped_options_config.yaml"
+
+
+def test_config_of_a_run_written_before_the_options_were_typed_still_loads():
+    old = load_config(OLD_CONFIG)  # model_options / discriminator_options held set keys only
+    assert old.model_options == ModelConfig("resnet18", (8, 16, 32, 64), 7, 32)
+    assert old.discriminator_options == DiscriminatorConfig(width=8)
+    assert old == dataclasses.replace(preset_config("tiny"), device="cpu")
+    data = yaml.safe_load(OLD_CONFIG.read_text())
+    del data["val_fraction"]  # abdus 0.1 runs: no validation split
+    assert TrainConfig.from_dict(data).val_fraction == 0.0
+
+
+def test_saved_config_holds_plain_values_only(tmp_path):
+    config = preset_config("paper", "sfcn")
+    config = apply_overrides(config, {"model_options": {"task": "kidney_long"}, "amp": "bf16"})
+    assert type(config.amp) is str and type(config.stage1.optimizer.name) is str
+    data = config.to_dict()
+    torch.save(data, tmp_path / "c.pt")  # as in every checkpoint: enums would not load back
+    assert torch.load(tmp_path / "c.pt", weights_only=True) == data
+    assert TrainConfig.from_dict(data) == config
+    assert data["model_options"]["widths"] == [64, 128, 256, 512]  # the resolved options
+
+
+def test_choice_fields_keep_plain_strings_and_sections_their_types():
+    config = TrainConfig(amp=AmpMode.BF16, stage1=StageConfig(schedule=Schedule.COSINE))
+    assert type(config.amp) is str and config.amp == "bf16"
+    assert type(config.stage1.schedule) is str
+    with pytest.raises(TypeError, match="model_options must be a ModelConfig"):
+        TrainConfig(model_options={"depth": "resnet18"})
+    with pytest.raises(TypeError, match="loss must be a LossConfig"):
+        TrainConfig(loss=LossWeights())
+
+
+def _keys(section, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        keys.append(prefix + f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _keys(value, f"{prefix}{f.name}.")
+    return keys
+
+
+def test_every_config_key_is_documented():
+    text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    missing = [key for key in _keys(TrainConfig()) if f"`{key.rsplit('.', 1)[-1]}`" not in text]
+    assert not missing, f"docs/configuration.md lacks {missing}"

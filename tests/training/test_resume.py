@@ -13,8 +13,8 @@ import torch
 from training_procs import worker_env
 
 from abdus.training.checkpoint import load_checkpoint, load_model_file
-from abdus.training.loops import LANDMARKS, VIEWS
 from abdus.training.runlog import read_metrics
+from abdus.training.stages import LANDMARKS, VIEWS
 from abdus.training.trainer import train
 
 STAGE1, STAGE2 = 4, 1

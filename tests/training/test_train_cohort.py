@@ -8,8 +8,8 @@ import yaml
 
 from abdus.errors import AbdusInputError
 from abdus.training.checkpoint import load_model_from_run
-from abdus.training.loops import LANDMARKS, VIEWS
 from abdus.training.runlog import read_metrics
+from abdus.training.stages import LANDMARKS, VIEWS
 from abdus.training.trainer import train
 
 

@@ -4,6 +4,7 @@ their own stages, run folders are protected, bad datasets give clear errors."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import json
 import warnings
@@ -13,14 +14,24 @@ import pytest
 import torch
 from training_synthetic import synthetic_data, tiny_config, with_epochs
 
+from abdus.baselines.pbt import train_pbt
 from abdus.errors import AbdusInputError
 from abdus.io.manifest import ImageRecord, Read
+from abdus.training import trainer as trainer_module
 from abdus.training.checkpoint import load_model_from_run
 from abdus.training.datasets import check_landmark_coverage
 from abdus.training.distributed import init_distributed
-from abdus.training.loops import LANDMARKS, VIEWS, LearningRateSchedule
-from abdus.training.runlog import read_metrics
-from abdus.training.trainer import Trainer, init_view_path, train
+from abdus.training.loops import build_step_tools, view_step
+from abdus.training.runlog import RunLog, read_metrics
+from abdus.training.runtime import make_grad_scaler
+from abdus.training.stages import (
+    LANDMARKS,
+    VIEWS,
+    LearningRateSchedule,
+    build_networks,
+    init_view_path,
+)
+from abdus.training.trainer import Trainer, train
 
 
 def _trainer(config, run_dir) -> Trainer:
@@ -146,8 +157,6 @@ def test_landmark_coverage_rules():
 
 
 def test_run_log_writes_nan_as_null_and_rewrites_history(tmp_path):
-    from abdus.training.runlog import RunLog
-
     old = {"stage": LANDMARKS, "epoch": 1, "global_step": 3, "train": {"loss": 2.0}, "test": None}
     log = RunLog(tmp_path, enabled=True, history=[old, {**old, "epoch": 2, "bad": float("nan")}])
     log.epoch({**old, "epoch": 3, "test": {"landmark_error_mm": float("nan")}})
@@ -233,3 +242,48 @@ def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
     assert schedule.at(10) == pytest.approx(0.0)
     flat = LearningRateSchedule(base_lr=0.1, total_steps=10, warmup_steps=0)
     assert {flat.at(s) for s in range(10)} == {0.1}
+
+
+def _view_step_grads(view_weight: float) -> tuple[dict[str, float], list[torch.Tensor]]:
+    config = tiny_config()
+    config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, view=view_weight))
+    torch.manual_seed(0)
+    model, _ = build_networks(config)
+    model.train()
+    tools = build_step_tools(
+        config, VIEWS, model, None, init_distributed("cpu"),
+        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None,
+    )  # fmt: skip
+    batch = next(iter(torch.utils.data.DataLoader(synthetic_data(config, 8, 1).train, 8)))
+    parts = {k: float(v.detach()) for k, v in view_step(batch, tools).items()}
+    return parts, [p.grad.clone() for p in model.classifier_parameters()]
+
+
+def test_view_weight_multiplies_the_view_loss_and_its_gradient(one_thread):
+    full, full_grads = _view_step_grads(1.0)
+    half, half_grads = _view_step_grads(0.5)
+    assert full["loss"] == full["view"] and half["view"] == full["view"]  # same batch, weights
+    assert half["loss"] == pytest.approx(0.5 * half["view"])
+    for a, b in zip(half_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, 0.5 * b)
+
+
+def test_train_hands_pbt_to_the_baseline(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_train_pbt(*args, **kwargs):
+        inspect.signature(train_pbt).bind(*args, **kwargs)  # a call the real one accepts
+        calls.append(kwargs)
+        return tmp_path / "run"
+
+    monkeypatch.setattr(trainer_module, "train_pbt", fake_train_pbt)
+    assert train("data", tmp_path / "run", model="pbt", preset="tiny") == tmp_path / "run"
+    assert calls.pop() == {"preset": "tiny"}  # as `abdus train --model pbt` always did
+    train("data", tmp_path / "run", model="pbt", preset="tiny", seed=4)
+    assert calls[-1]["seed"] == 4 and calls[-1]["config"].split_seed == 4  # seed: the split
+    with pytest.raises(AbdusInputError, match="does not support a YAML config, resume"):
+        train("data", tmp_path / "run", model="pbt", config="c.yaml", resume=True)
+    with pytest.raises(AbdusInputError, match="valid presets"):
+        train("data", tmp_path / "run", model="pbt", preset="huge")
+    with pytest.raises(AbdusInputError, match=r"valid models: mgcn_r, .*, pbt"):
+        train("data", tmp_path / "run", model="unet")

@@ -19,6 +19,7 @@ from abdus.taxonomy import NUM_LANDMARKS, NUM_VIEWS, landmark_channels_of_view
 from abdus.training.config import TrainConfig
 from abdus.training.datasets import TrainingData
 from abdus.training.presets import preset_config
+from abdus.training.stages import codec_of
 
 SIZE = 64
 SPACING_MM = 4.0
@@ -83,8 +84,6 @@ def with_epochs(config: TrainConfig, stage1: int, stage2: int) -> TrainConfig:
 
 def synthetic_data(config: TrainConfig, n_train: int = 44, n_val: int = 22) -> TrainingData:
     """TrainingData over BlobDatasets (train, validation) with the codec of ``config``."""
-    from abdus.training.trainer import codec_of
-
     codec = codec_of(config)
     train, val = BlobDataset(n_train, codec, seed=1), BlobDataset(n_val, codec, seed=2)
 

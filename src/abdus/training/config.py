@@ -25,42 +25,44 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from abdus.choices import NETWORK_MODELS, REDUCTIONS
+from abdus.choices import AmpMode, Model, Optimizer, Schedule, ViewInit, check_choice
 from abdus.data.dataset import AugmentConfig
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
 from abdus.io.atomic import atomic_write_text
+from abdus.losses import LossConfig
+from abdus.models import DiscriminatorConfig, ModelConfig
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
-VIEW_INITS = ("scratch", "landmark")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-MODEL_NAMES = NETWORK_MODELS  # the networks; PBT trains elsewhere
 CONFIG_NAME = "config.yaml"
 
 
-def _check_choice(what: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+def _set_choice(section: Any, name: str, choice: type[StrEnum], what: str) -> None:
+    """Check the field ``name`` of a frozen ``section`` against ``choice`` and store it as a plain
+    string: a config holds only plain values (YAML's ``safe_dump`` and ``torch.load(...,
+    weights_only=True)`` read no enums back)."""
+    member = check_choice(choice, getattr(section, name), what)
+    object.__setattr__(section, name, member.value)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """One optimizer: ``name`` in OPTIMIZERS, learning rate, SGD momentum, Adam betas."""
+    """One optimizer: ``name`` (an ``abdus.choices.Optimizer``), learning rate, SGD momentum,
+    Adam betas, weight decay."""
 
-    name: str = "adam"
+    name: str = Optimizer.ADAM.value
     lr: float = 1e-3
     momentum: float = 0.9  # SGD only
     betas: tuple[float, float] = (0.9, 0.999)  # Adam / AdamW only
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_choice("optimizer", self.name, OPTIMIZERS)
+        _set_choice(self, "name", Optimizer, "optimizer")
         if not self.lr > 0:
             raise ValueError(f"optimizer lr must be > 0, got {self.lr}")
 
@@ -70,67 +72,60 @@ class StageConfig:
     """One training stage: epochs, images per batch (per process), its optimizer, and how the
     learning rate moves.
 
-    ``schedule``: "constant" (the paper) or "cosine" (decays to 0 at the stage's last step,
-    Loshchilov & Hutter 2017). ``warmup_epochs``: the learning rate rises linearly from 0
-    over this many epochs first (Goyal et al. 2017). ``patience``: stop the stage after this
-    many epochs without a better validation score (0 = run every epoch); either way the stage
-    ends on its best validation epoch.
+    ``schedule`` (an ``abdus.choices.Schedule``): "constant" (the paper) or "cosine" (decays to
+    0 at the stage's last step, Loshchilov & Hutter 2017). ``warmup_epochs``: the learning rate
+    rises linearly from 0 over this many epochs first (Goyal et al. 2017). ``patience``: stop
+    the stage after this many epochs without a better validation score (0 = run every epoch);
+    either way the stage ends on its best validation epoch.
     """
 
     epochs: int = 1
     batch_size: int = 4
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: str = "constant"
+    schedule: str = Schedule.CONSTANT.value
     warmup_epochs: float = 0.0
     patience: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1:
             raise ValueError(f"stage needs epochs >= 0 and batch_size >= 1, got {self}")
-        _check_choice("schedule", self.schedule, SCHEDULES)
+        _set_choice(self, "schedule", Schedule, "schedule")
         if self.warmup_epochs < 0 or self.patience < 0:
             raise ValueError(f"warmup_epochs and patience must be >= 0, got {self}")
 
 
-@dataclass(frozen=True)
-class LossConfig:
-    """Loss weights (paper 2.2: regression, location and adversarial equally weighted) and the
-    heat-map L2 reduction (``"sum"`` or ``"mean"``, see the module docstring)."""
-
-    regression: float = 1.0
-    location: float = 1.0
-    adversarial: float = 1.0
-    view: float = 1.0
-    reduction: str = "mean"  # Eq. 2; see the module docstring
-    label_smoothing: float = 0.0  # of the view cross entropy (0 = Eq. 1 as printed)
-
-    def __post_init__(self) -> None:
-        _check_choice("loss reduction", self.reduction, REDUCTIONS)
-        weights = (self.regression, self.location, self.adversarial, self.view)
-        if any(w < 0 for w in weights):
-            raise ValueError(f"loss weights must be >= 0, got {self}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+# Sections that once were plain dicts or had another type: a caller passing the old form gets a
+# TypeError naming the type to use (``apply_overrides`` turns mappings into them).
+_TYPED_SECTIONS = {
+    "model_options": ModelConfig,
+    "discriminator_options": DiscriminatorConfig,
+    "loss": LossConfig,
+}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on. Units: ``sigma_mm`` and ``preprocess.spacing_mm``
-    in mm, ``preprocess.size`` (H, W) in model pixels.
+    in mm, ``preprocess.size`` (H, W) in model pixels. Every key is described in
+    ``docs/configuration.md``.
 
     Stages (paper 2.2): ``stage1`` trains the landmark path (shared stages + landmark stages +
     decoder; discriminator with ``discriminator`` optimizer), ``stage2`` the view classifier with
     the shared and landmark parts frozen. Which stages a model runs depends on its variant
-    (``loops.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1.
+    (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1.
 
-    ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
-    ``view_init``: how stage 2 starts the view path's copy of stages 3-4: "scratch" (random,
-    the paper) or "landmark" (a copy of the trained landmark stages 3-4).
+    ``model`` is a network of ``abdus.choices.Model`` (PBT is not a network: ``trainer.train``
+    hands it to ``abdus.baselines.pbt``). ``model_options`` / ``discriminator_options`` are the
+    architecture (``abdus.models.ModelConfig`` / ``DiscriminatorConfig``, saved in every model
+    file too). ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
+    ``view_init`` (``abdus.choices.ViewInit``): how stage 2 starts the view path's copy of
+    stages 3-4: "scratch" (random, the paper) or "landmark" (a copy of the trained landmark
+    stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``).
     """
 
-    model: str = "mgcn_r"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    discriminator_options: dict[str, Any] = field(default_factory=dict)
+    model: str = Model.MGCN_R.value
+    model_options: ModelConfig = field(default_factory=ModelConfig)
+    discriminator_options: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     sigma_mm: float = 3.0
     heatmap_amplitude: float = 1.0
@@ -138,9 +133,9 @@ class TrainConfig:
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
     discriminator: OptimizerConfig = field(
-        default_factory=lambda: OptimizerConfig("adam", 2e-4, betas=(0.5, 0.999))
+        default_factory=lambda: OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
     )
-    view_init: str = "scratch"
+    view_init: str = ViewInit.SCRATCH.value
     seed: int = 0
     preset: str = "custom"  # the preset it was resolved from (tiny, demo, paper), for reports
     test_fraction: float = 0.2
@@ -148,7 +143,7 @@ class TrainConfig:
     augment: bool = False
     augmentation: AugmentConfig = field(default_factory=AugmentConfig)  # ranges, when augment
     num_workers: int = 0
-    amp: str = "auto"
+    amp: str = AmpMode.AUTO.value
     channels_last: bool = False
     device: str = "auto"
     deterministic: bool = True
@@ -157,9 +152,16 @@ class TrainConfig:
     cache_dir: str | None = None  # preprocessed-sample cache; None = <run>/cache
 
     def __post_init__(self) -> None:
-        _check_choice("model", self.model, MODEL_NAMES)
-        _check_choice("amp mode", self.amp, AMP_MODES)
-        _check_choice("view_init", self.view_init, VIEW_INITS)
+        _set_choice(self, "model", Model, "model")
+        if self.model == Model.PBT:
+            raise ValueError("the pbt baseline is not a network: train it with train(model='pbt')")
+        _set_choice(self, "amp", AmpMode, "amp mode")
+        _set_choice(self, "view_init", ViewInit, "view_init")
+        for name, kind in _TYPED_SECTIONS.items():
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
+        if self.model_options.task is not None and self.model != Model.SFCN:
+            raise ValueError(f"model_options.task is only valid for sfcn, not {self.model}")
         if not self.heatmap_amplitude > 0:
             raise ValueError(f"heatmap_amplitude must be > 0, got {self.heatmap_amplitude}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -183,31 +185,30 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Build from a complete or partial dict (missing fields keep their defaults), e.g. a
         run's saved config. A saved config without ``val_fraction`` was written before runs
-        had a validation split: it keeps none (0), so its train split stays what it was."""
+        had a validation split: it keeps none (0), so its train split stays what it was.
+        ``model_options`` / ``discriminator_options`` of configs written before they were typed
+        hold only the options that differ from the defaults; they read the same."""
         if data and "val_fraction" not in data:
             data = {**data, "val_fraction": 0.0}
         return apply_overrides(cls(), data)
 
 
 def _plain(value: Any) -> Any:
+    """Dicts, lists and plain scalars only: tuples -> lists, enum members -> their strings."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
-
-
-def _tupled(value: Any) -> Any:
-    """YAML lists -> tuples, recursively (model options such as ``widths`` are tuples)."""
-    if isinstance(value, dict):
-        return {k: _tupled(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return tuple(_tupled(v) for v in value)
+    if isinstance(value, str):
+        return str(value)
     return value
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    """Convert a YAML value to the field's type, or raise ValueError naming the field."""
+    """A YAML value as the field's type (``hint``), or ValueError naming the key ``where``.
+
+    Choices (``str`` fields) and ranges are checked by the section's ``__post_init__``.
+    """
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
@@ -231,44 +232,46 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}")
+            quote = " (quote it: YAML reads off/on/yes/no as true/false)" * isinstance(value, bool)
+            raise ValueError(f"{where} must be a string, got {value!r}{quote}")
         return value
     if origin is tuple:
         args = typing.get_args(hint)
-        if not isinstance(value, list | tuple) or len(value) != len(args):
+        size = len(value) if isinstance(value, list | tuple) else -1
+        if len(args) == 2 and args[1] is Ellipsis:
+            args = (args[0],) * max(size, 0)
+        if size != len(args):
             raise ValueError(f"{where} must be a list of {len(args)} values, got {value!r}")
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in pairs)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
-        return _tupled(value)
-    return value
+    raise TypeError(f"{where}: no YAML reading for fields of type {hint!r}")  # a code error
 
 
 def apply_overrides(base: Any, overrides: dict[str, Any], where: str = "") -> Any:
-    """A copy of the frozen dataclass ``base`` with ``overrides`` applied (nested dicts recurse).
+    """A copy of the frozen dataclass ``base`` with ``overrides`` (e.g. a parsed YAML mapping)
+    applied; nested mappings override nested sections key by key, the rest keep their values.
 
-    ``model_options`` / ``discriminator_options`` are replaced key by key (merged). Raises
-    ValueError naming the key path and the valid keys for an unknown key or a bad value.
+    Raises ValueError naming the key path: an unknown key (with the valid keys), a value of the
+    wrong type, or a value the section rejects (a choice, with the valid ones; a range).
     """
     if not isinstance(overrides, dict):
         raise ValueError(f"{where or 'config'} must be a mapping, got {overrides!r}")
     hints = typing.get_type_hints(type(base))
-    names = [f.name for f in dataclasses.fields(base)]
+    keys = [f.name for f in dataclasses.fields(base)]
     changes: dict[str, Any] = {}
     for key, value in overrides.items():
         path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            raise ValueError(f"unknown config key {path!r}; valid keys: {', '.join(names)}")
+        if key not in keys:
+            raise ValueError(f"unknown config key {path!r}; valid keys: {', '.join(keys)}")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current):
             changes[key] = apply_overrides(current, value, path)
-        elif isinstance(current, dict) and isinstance(value, dict):
-            changes[key] = {**current, **_tupled(value)}
         else:
             changes[key] = _coerce(hints[key], value, path)
-    return dataclasses.replace(base, **changes)
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}" if where else str(err)) from None
 
 
 def load_overrides(path: str | Path) -> dict[str, Any]:

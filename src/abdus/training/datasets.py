@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from abdus.choices import Model
 from abdus.data.dataset import UltrasoundDataset
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.splits import split_by_patient
@@ -27,8 +28,8 @@ from abdus.io.manifest import load_manifest
 from abdus.taxonomy import LANDMARK_TASK, TASK_BY_NAME
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import DistributedContext, barrier
-from abdus.training.loops import LANDMARKS, STAGES
 from abdus.training.runtime import seed_worker
+from abdus.training.stages import LANDMARKS, STAGES
 
 CACHE_NAME = "cache"  # the run folder's preprocessed-sample cache (when cache_dir is None)
 
@@ -71,10 +72,10 @@ def check_landmark_coverage(records, config: TrainConfig, stages: tuple[str, ...
     if LANDMARKS not in stages:
         return
     have = _tasks_with_landmarks(records)
-    wanted = [config.model_options.get("task")] if config.model_options.get("task") else None
-    wanted = wanted or list(TASK_BY_NAME)
+    task = config.model_options.task  # sfcn: the one task it builds (None: all)
+    wanted = [task] if task else list(TASK_BY_NAME)
     missing = [t for t in wanted if t not in have]
-    if config.model == "sfcn" and missing:
+    if config.model == Model.SFCN and missing:
         raise AbdusInputError(
             f"no training image has landmarks of task(s) {', '.join(missing)}; the sfcn model "
             "trains one network per task and needs annotations for each",

@@ -1,11 +1,13 @@
-"""One training step of each stage, the epoch loop, and the held-out evaluation.
+"""One training step of each stage, the epoch loop, and the held-out evaluation (the stages
+themselves, what each trains and freezes, are defined in ``stages``).
 
 Stage 1, "landmarks" (paper 2.2): the network's shared and landmark parts learn the heat maps
 (regression L2, Eq. 2; for MGCN_R also location, Eq. 3, and adversarial, Eq. 4). The PatchGAN
 discriminator is updated first on real and detached fake heat maps, then the network on its
 own losses with D frozen, in pix2pix's order. Stage 2, "views": only the classifier parts learn
-the cross entropy (Eq. 1) on the masked ``class_image``; the shared and landmark parts are
-frozen (``requires_grad`` False, BatchNorm in eval mode so its running statistics stay too).
+the cross entropy (Eq. 1, times ``loss.view``) on the masked ``class_image``; the shared and
+landmark parts are frozen (``requires_grad`` False, BatchNorm in eval mode so its running
+statistics stay too).
 
 Batch keys (``abdus.data.UltrasoundDataset``): image / class_image (B, 1, H, W), heatmaps
 (B, 14, H, W), landmark_mask (B, 14), landmarks (B, 14, 2) model px, view (B,), has_view (B,),
@@ -15,8 +17,8 @@ model_spacing_mm (B,) mm per model pixel (NaN when unknown).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,117 +26,32 @@ from tqdm import tqdm
 
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.errors import AbdusInputError
-from abdus.losses import LossWeights, discriminator_loss, landmark_losses, view_loss
-from abdus.training.config import OptimizerConfig
+from abdus.losses import LossConfig, discriminator_loss, landmark_losses, view_loss
+from abdus.training.config import TrainConfig
 from abdus.training.distributed import (
     DistributedContext,
     all_reduce_sums,
     average_gradients,
     reduce_device,
+    wrap_model,
 )
-from abdus.training.runtime import autocast
+from abdus.training.runtime import autocast, memory_format
+from abdus.training.stages import (
+    LANDMARKS,
+    VIEWS,
+    LandmarkNetwork,
+    LearningRateSchedule,
+    ViewNetwork,
+    codec_of,
+    freeze_for_stage,
+    make_optimizer,
+    stage_config,
+)
 
 
 class TrainingDivergedError(AbdusInputError):
     """The loss became NaN or infinite: a configuration the data cannot train with (one line
     for the CLI; the checkpoint of the last finished epoch stays untouched)."""
-
-
-LANDMARKS = "landmarks"
-VIEWS = "views"
-STAGES = (LANDMARKS, VIEWS)
-
-
-class LandmarkNetwork(nn.Module):
-    """The landmark path as a module of its own, so DDP wraps exactly what stage 1 runs:
-    (B, 1, H, W) -> (B, 14, H, W) heat maps."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_landmarks(image)
-
-
-class ViewNetwork(nn.Module):
-    """The view path as a module of its own (stage 2): (B, 1, H, W) -> (B, 11) logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_view(image)
-
-
-def stage_parameters(model: nn.Module, stage: str) -> tuple[list[nn.Parameter], list[nn.Module]]:
-    """(parameters trained, modules frozen) in ``stage`` (paper 2.2 "Implementation")."""
-    if stage == LANDMARKS:
-        return model.shared_parameters() + model.landmark_parameters(), model.classifier_modules()
-    if stage == VIEWS:
-        return model.classifier_parameters(), model.shared_modules() + model.landmark_modules()
-    raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-
-
-def stages_of(model: nn.Module) -> tuple[str, ...]:
-    """The stages a model variant trains: landmarks if it has a landmark path, views if it has
-    a classifier (mgcn_r both, mgcn/mfcn/sfcn landmarks only, stl views only)."""
-    has = {LANDMARKS: bool(model.landmark_parameters()), VIEWS: bool(model.classifier_parameters())}
-    return tuple(s for s in STAGES if has[s])
-
-
-def freeze_for_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:
-    """Set ``requires_grad`` for ``stage`` and return the trainable parameters."""
-    trainable, _ = stage_parameters(model, stage)
-    ids = {id(p) for p in trainable}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in ids)
-    return trainable
-
-
-def set_train_mode(model: nn.Module, stage: str) -> None:
-    """``model.train()`` except the frozen parts, kept in eval mode: their BatchNorm running
-    statistics and dropout stay as stage 1 left them (paper: parameters "kept locked")."""
-    model.train()
-    for module in stage_parameters(model, stage)[1]:
-        module.eval()
-
-
-def make_optimizer(spec: OptimizerConfig, parameters: Iterable[nn.Parameter]):
-    """The optimizer ``spec`` names over ``parameters``."""
-    params = list(parameters)
-    if spec.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-        )
-    cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
-
-
-@dataclass(frozen=True)
-class LearningRateSchedule:
-    """The learning rate of every optimizer step of one stage: a linear warm-up from 0 over
-    ``warmup_steps``, then ``kind`` ("constant", or "cosine" down to 0 at ``total_steps``).
-    A pure function of the step, so a resumed run continues it without any saved state."""
-
-    base_lr: float
-    total_steps: int
-    warmup_steps: int = 0
-    kind: str = "constant"
-
-    def at(self, step: int) -> float:
-        """The learning rate of stage step ``step`` (0-based)."""
-        if step < self.warmup_steps:
-            return self.base_lr * (step + 1) / self.warmup_steps
-        if self.kind == "constant":
-            return self.base_lr
-        done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
-
-    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = self.at(step)
 
 
 @dataclass
@@ -147,11 +64,9 @@ class StepTools:
     ctx: DistributedContext
     amp_dtype: torch.dtype | None = None
     memory_format: torch.memory_format = torch.contiguous_format
-    weights: LossWeights | None = None
-    reduction: str = "mean"
+    loss: LossConfig = field(default_factory=LossConfig)  # weights, reduction, smoothing
     threshold: float = 0.75
     amplitude: float = 1.0  # of the heat-map targets (HeatmapCodec.amplitude)
-    label_smoothing: float = 0.0
     schedule: LearningRateSchedule | None = None  # None: the optimizer's lr throughout
     discriminator: nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None
@@ -160,6 +75,37 @@ class StepTools:
         """The optimizers by checkpoint name: "network" and, in stage 1, "discriminator"."""
         found = {"network": self.optimizer, "discriminator": self.d_optimizer}
         return {k: v for k, v in found.items() if v is not None}
+
+
+def build_step_tools(
+    config: TrainConfig,
+    stage: str,
+    model: nn.Module,
+    discriminator: nn.Module | None,
+    ctx: DistributedContext,
+    *,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None,
+) -> StepTools:
+    """Freeze ``model`` for ``stage``, wrap its stage network for DDP, build the optimizers
+    (paper 2.2: stage 1 network + Adam discriminator, stage 2 the classifier only)."""
+    trainable = freeze_for_stage(model, stage)
+    body = LandmarkNetwork(model) if stage == LANDMARKS else ViewNetwork(model)
+    tools = StepTools(
+        network=wrap_model(body, ctx),
+        optimizer=make_optimizer(stage_config(config, stage).optimizer, trainable),
+        scaler=scaler,
+        ctx=ctx,
+        amp_dtype=amp_dtype,
+        memory_format=memory_format(config.channels_last, ctx.device),
+        loss=config.loss,
+        threshold=codec_of(config).threshold,
+        amplitude=config.heatmap_amplitude,
+    )
+    if stage == LANDMARKS and discriminator is not None:
+        tools.discriminator = discriminator
+        tools.d_optimizer = make_optimizer(config.discriminator, discriminator.parameters())
+    return tools
 
 
 def to_device(batch: Mapping[str, torch.Tensor], tools: StepTools) -> dict[str, torch.Tensor]:
@@ -202,9 +148,9 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
         losses = landmark_losses(
             outputs,
             batch,
-            tools.weights,
+            tools.loss,
             D,
-            reduction=tools.reduction,
+            reduction=tools.loss.reduction,
             threshold=tools.threshold,
             amplitude=tools.amplitude,
         )
@@ -216,10 +162,14 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
 
 
 def view_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, torch.Tensor]:
-    """One stage-2 step: cross entropy on the masked classification input."""
+    """One stage-2 step: ``loss.view`` x the cross entropy on the masked classification input
+    (the weight alone in its stage: with SGD it scales the step as the learning rate does; Adam
+    is nearly blind to it). Returns the weighted ``loss`` and the unweighted ``view`` part."""
     with autocast(tools.ctx.device, tools.amp_dtype):
         logits = tools.network(batch["class_image"])
-    losses = view_loss(logits.float(), batch["view"], batch.get("has_view"), tools.label_smoothing)
+    smoothing = tools.loss.label_smoothing
+    view = view_loss(logits.float(), batch["view"], batch.get("has_view"), smoothing)["view"]
+    losses = {"loss": tools.loss.view * view, "view": view}
     tools.optimizer.zero_grad(set_to_none=True)
     tools.scaler.scale(losses["loss"]).backward()
     tools.scaler.step(tools.optimizer)
@@ -237,7 +187,7 @@ def train_epoch(
     *,
     description: str,
     first_step: int = 0,
-    on_step=None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
     """Run one epoch; return the image-weighted mean of each loss part over all ranks.
 

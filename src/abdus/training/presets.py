@@ -40,13 +40,22 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from abdus.choices import PRESETS
+from abdus.choices import (
+    PRESETS,
+    Model,
+    Optimizer,
+    Preset,
+    Reduction,
+    Schedule,
+    ViewInit,
+    check_choice,
+)
 from abdus.data.dataset import AugmentConfig
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
+from abdus.losses import LossConfig
+from abdus.models import DiscriminatorConfig, ModelConfig
 from abdus.training.config import (
-    MODEL_NAMES,
-    LossConfig,
     OptimizerConfig,
     StageConfig,
     TrainConfig,
@@ -55,13 +64,15 @@ from abdus.training.config import (
 )
 
 # pix2pix (Isola et al. 2017) discriminator optimizer, used by the paper for its PatchGAN.
-_PIX2PIX_ADAM = OptimizerConfig("adam", 2e-4, betas=(0.5, 0.999))
+_PIX2PIX_ADAM = OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
+# Table 1 ablation: only MGCN_R adds the coordinate and adversarial constraints.
+_L2_ONLY = (Model.MGCN, Model.MFCN, Model.SFCN)
 
 
 def _recipe_stage(epochs: int, batch_size: int, lr: float) -> StageConfig:
     """A stage of abdus's recipe: AdamW with a half-epoch warm-up and a cosine decay."""
-    optimizer = OptimizerConfig("adamw", lr, weight_decay=1e-4)
-    return StageConfig(epochs, batch_size, optimizer, schedule="cosine", warmup_epochs=0.5)
+    optimizer = OptimizerConfig(Optimizer.ADAMW, lr, weight_decay=1e-4)
+    return StageConfig(epochs, batch_size, optimizer, Schedule.COSINE, warmup_epochs=0.5)
 
 
 # Scanner-like variation: probe position and angle, depth (zoom), gain and log-compression.
@@ -74,61 +85,55 @@ RECIPE_AUGMENTATION = AugmentConfig(
 )
 
 
-def _tiny() -> TrainConfig:
+def _recipe(
+    network: ModelConfig,
+    canvas: tuple[float, int, float],
+    stages: tuple[tuple[int, int, float], tuple[int, int, float]],
+    **rest,
+) -> TrainConfig:
+    """abdus's recipe (module docstring) for the narrow ``network``, its PatchGAN as wide as
+    its first stage. ``canvas``: (model pixel mm, side px, Gaussian sigma mm); ``stages``:
+    (epochs, batch size, lr) of stage 1 and stage 2; ``rest``: other ``TrainConfig`` fields."""
+    spacing_mm, side, sigma_mm = canvas
     return TrainConfig(
-        model_options={
-            "depth": "resnet18",
-            "widths": (8, 16, 32, 64),
-            "gcn_k": 7,
-            "classifier_hidden": 32,
-        },
-        discriminator_options={"width": 8},
-        preprocess=PreprocessConfig(spacing_mm=4.0, size=(64, 64)),
-        sigma_mm=8.0,  # 2 px at 4 mm
+        model_options=network,
+        discriminator_options=DiscriminatorConfig(width=network.widths[0]),
+        preprocess=PreprocessConfig(spacing_mm=spacing_mm, size=(side, side)),
+        sigma_mm=sigma_mm,
         heatmap_amplitude=100.0,
         loss=LossConfig(location=0.1, adversarial=0.1, label_smoothing=0.1),
-        stage1=_recipe_stage(epochs=2, batch_size=4, lr=2e-3),
-        stage2=_recipe_stage(epochs=2, batch_size=8, lr=2e-3),
+        stage1=_recipe_stage(*stages[0]),
+        stage2=_recipe_stage(*stages[1]),
         discriminator=_PIX2PIX_ADAM,
-        view_init="landmark",
-        evaluate_every=1,
-        log_every=1,
+        view_init=ViewInit.LANDMARK,
+        **rest,
     )
+
+
+def _tiny() -> TrainConfig:
+    network = ModelConfig("resnet18", (8, 16, 32, 64), gcn_k=7, classifier_hidden=32)
+    # 4 mm pixels, 64 x 64, sigma 2 px; the stages: 2 epochs each
+    return _recipe(network, (4.0, 64, 8.0), ((2, 4, 2e-3), (2, 8, 2e-3)), log_every=1)
 
 
 def _demo() -> TrainConfig:
-    return TrainConfig(
-        model_options={
-            "depth": "resnet18",
-            "widths": (16, 32, 64, 128),
-            "gcn_k": 9,
-            "classifier_hidden": 128,
-        },
-        discriminator_options={"width": 16},
-        preprocess=PreprocessConfig(spacing_mm=2.0, size=(128, 128)),
-        sigma_mm=6.0,  # 3 px at 2 mm
-        heatmap_amplitude=100.0,
-        loss=LossConfig(regression=1.0, location=0.1, adversarial=0.1, label_smoothing=0.1),
-        stage1=_recipe_stage(epochs=10, batch_size=16, lr=1e-3),
-        stage2=_recipe_stage(epochs=18, batch_size=32, lr=2e-3),
-        discriminator=_PIX2PIX_ADAM,
-        view_init="landmark",
-        augment=True,
-        augmentation=RECIPE_AUGMENTATION,
-        log_every=5,
-    )
+    network = ModelConfig("resnet18", (16, 32, 64, 128), gcn_k=9, classifier_hidden=128)
+    # 2 mm pixels, 128 x 128, sigma 3 px; scanner-like augmentation
+    stages = ((10, 16, 1e-3), (18, 32, 2e-3))
+    extra = {"augment": True, "augmentation": RECIPE_AUGMENTATION, "log_every": 5}
+    return _recipe(network, (2.0, 128, 6.0), stages, **extra)
 
 
 def _paper() -> TrainConfig:
     return TrainConfig(
-        model_options={"depth": "resnet50"},
+        model_options=ModelConfig(depth="resnet50"),
         preprocess=PreprocessConfig(spacing_mm=0.5, size=(512, 512)),
         sigma_mm=3.0,
-        loss=LossConfig(reduction="mean"),  # Eq. 2; lr 1e-6 diverges with "sum" (config.py)
+        loss=LossConfig(reduction=Reduction.MEAN),  # Eq. 2; lr 1e-6 diverges with "sum" (config.py)
         stage1=StageConfig(
-            epochs=30, batch_size=4, optimizer=OptimizerConfig("sgd", 1e-6, momentum=0.9)
+            epochs=30, batch_size=4, optimizer=OptimizerConfig(Optimizer.SGD, 1e-6, momentum=0.9)
         ),
-        stage2=StageConfig(epochs=5, batch_size=8, optimizer=OptimizerConfig("adam", 5e-4)),
+        stage2=StageConfig(epochs=5, batch_size=8, optimizer=OptimizerConfig(Optimizer.ADAM, 5e-4)),
         discriminator=_PIX2PIX_ADAM,
         num_workers=4,
         channels_last=True,
@@ -137,18 +142,15 @@ def _paper() -> TrainConfig:
     )
 
 
-_BUILDERS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+_BUILDERS = {Preset.TINY: _tiny, Preset.DEMO: _demo, Preset.PAPER: _paper}
 
 
-def preset_config(preset: str, model: str = "mgcn_r") -> TrainConfig:
-    """The resolved config of ``preset`` for ``model`` (ValueError naming the valid choices)."""
-    if preset not in _BUILDERS:
-        raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}")
-    config = dataclasses.replace(_BUILDERS[preset](), model=model, preset=preset)
-    if model in ("mgcn", "mfcn", "sfcn"):
-        # Table 1 ablation: only MGCN_R adds the coordinate and adversarial constraints.
+def preset_config(preset: str, model: str = Model.MGCN_R) -> TrainConfig:
+    """The resolved config of ``preset`` for the network ``model`` (ValueError naming the valid
+    choices)."""
+    preset = check_choice(Preset, preset, "preset")
+    config = dataclasses.replace(_BUILDERS[preset](), model=model, preset=preset.value)
+    if config.model in _L2_ONLY:
         loss = dataclasses.replace(config.loss, location=0.0, adversarial=0.0)
         config = dataclasses.replace(config, loss=loss)
     return config
@@ -156,8 +158,8 @@ def preset_config(preset: str, model: str = "mgcn_r") -> TrainConfig:
 
 def resolve_config(
     *,
-    model: str = "mgcn_r",
-    preset: str = "demo",
+    model: str = Model.MGCN_R,
+    preset: str = Preset.DEMO,
     config: str | Path | None = None,
     device: str | None = None,
     epochs_scale: float | None = None,
@@ -180,3 +182,6 @@ def resolve_config(
             raise
         raise AbdusInputError(str(err)) from None
     return resolved
+
+
+__all__ = ["PRESETS", "RECIPE_AUGMENTATION", "preset_config", "resolve_config"]  # PRESETS: scripts

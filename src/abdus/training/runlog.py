@@ -56,6 +56,7 @@ class RunLog:
         self.history: list[dict[str, Any]] = [json_safe(r) for r in history or []]
         self._writer = None
         if enabled:
+            # Imported here: tensorboard is heavy, and readers of metrics.jsonl never need it.
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=purge_step)

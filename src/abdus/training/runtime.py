@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from abdus.choices import AmpMode, check_choice
+
 
 def seed_everything(seed: int) -> None:
     """Seed python ``random``, numpy's global generator and torch (CPU and all GPUs)."""
@@ -72,19 +74,21 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_amp(mode: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``mode`` on ``device`` (None = float32, no autocast)."""
-    if mode == "off":
+    """The autocast dtype for the ``AmpMode`` ``mode`` on ``device`` (None = float32, no
+    autocast)."""
+    mode = check_choice(AmpMode, mode, "amp mode")
+    if mode == AmpMode.OFF:
         return None
     if device.type == "cuda":
-        if mode == "fp16":
+        if mode == AmpMode.FP16:
             return torch.float16
         if torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        return torch.float16 if mode == "bf16" else None
-    if mode == "fp16":
+        return torch.float16 if mode == AmpMode.BF16 else None
+    if mode == AmpMode.FP16:
         warnings.warn("amp 'fp16' needs CUDA; training in float32", stacklevel=2)
         return None
-    if mode == "bf16":
+    if mode == AmpMode.BF16:
         if cpu_has_bf16():
             return torch.bfloat16
         warnings.warn("this CPU has no native bf16; training in float32", stacklevel=2)

@@ -2,32 +2,34 @@
 ``scripts/gpu_check.py`` measure (no dataset needed).
 
 Training steps are the trainer's own (``loops.landmark_step`` / ``loops.view_step``, built by
-``trainer.build_step_tools``), on one fixed random batch: images uniform in [0, 1], and for each
-image the landmarks of one random task as Gaussian targets of the config's codec. Times are
-per-step medians after a warm-up (medians, because a shared CPU has outlier steps), with CUDA
-synchronised around every step.
+``loops.build_step_tools``), on one fixed random batch: images uniform in [0, 1], and for each
+image the landmarks of one random task as Gaussian targets of the config's codec. Times come
+from ``abdus.timing.time_calls``: per-step medians after a warm-up (medians, because a shared
+CPU has outlier steps), with CUDA synchronised around every step.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
 import torch
 from torch import nn
 
+from abdus.data.dataset import UltrasoundDataset
+from abdus.data.splits import split_by_patient
+from abdus.io.manifest import load_manifest
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, TASKS
+from abdus.timing import time_calls
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import DistributedContext
-from abdus.training.loops import LANDMARKS, STEPS, to_device
+from abdus.training.loops import STEPS, StepTools, build_step_tools, to_device
 from abdus.training.runtime import (
     configure_determinism,
     make_grad_scaler,
     memory_format,
     resolve_amp,
 )
-from abdus.training.trainer import build_networks, build_step_tools, codec_of
+from abdus.training.stages import LANDMARKS, build_networks, codec_of, stage_config
 
 
 def random_batch(config: TrainConfig, batch_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -52,9 +54,29 @@ def random_batch(config: TrainConfig, batch_size: int, seed: int = 0) -> dict[st
     }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _step_tools(config: TrainConfig, stage: str, device: torch.device) -> StepTools:
+    """The trainer's step tools for ``stage`` of ``config``'s freshly built networks on
+    ``device`` (seeded, determinism and memory format as the trainer sets them)."""
+    torch.manual_seed(config.seed)
+    configure_determinism(config.deterministic, device)  # as the trainer (cuDNN autotune)
+    model, discriminator = build_networks(config)
+    for net in (model, discriminator):
+        if net is not None:
+            net.to(device, memory_format=memory_format(config.channels_last, device)).train()
+    amp_dtype = resolve_amp(config.amp, device)
+    return build_step_tools(
+        config,
+        stage,
+        model,
+        discriminator,
+        DistributedContext(0, 1, 0, device),
+        scaler=make_grad_scaler(device, amp_dtype),
+        amp_dtype=amp_dtype,
+    )
+
+
+def _amp_name(amp_dtype: torch.dtype | None) -> str:
+    return str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32"
 
 
 def measure_training(
@@ -71,48 +93,28 @@ def measure_training(
     and the loss of the first and last step (one fixed batch: with a learning rate that
     suits the loss scale, the last is lower).
     """
-    torch.manual_seed(config.seed)
-    configure_determinism(config.deterministic, device)  # as the trainer (cuDNN autotune)
-    model, discriminator = build_networks(config)
-    fmt = memory_format(config.channels_last, device)
-    for net in (model, discriminator):
-        if net is not None:
-            net.to(device, memory_format=fmt).train()
-    amp_dtype = resolve_amp(config.amp, device)
-    ctx = DistributedContext(0, 1, 0, device)
-    tools = build_step_tools(
-        config,
-        stage,
-        model,
-        discriminator,
-        ctx,
-        scaler=make_grad_scaler(device, amp_dtype),
-        amp_dtype=amp_dtype,
-    )
-    batch_size = getattr(config, "stage1" if stage == LANDMARKS else "stage2").batch_size
+    tools = _step_tools(config, stage, device)
+    batch_size = stage_config(config, stage).batch_size
     batch = to_device(random_batch(config, batch_size), tools)
     step = STEPS[stage]
-    times, losses = [], []
-    for i in range(warmup + steps):
-        _sync(device)
-        began = time.perf_counter()
-        parts = step(batch, tools)
-        loss = float(parts["loss"].detach())  # also waits for the step
-        _sync(device)
-        losses.append(loss)
-        if i >= warmup:
-            times.append(time.perf_counter() - began)
-    median = statistics.median(times)
+    losses: list[float] = []  # every step's, warm-up included
+    timings = time_calls(
+        lambda: losses.append(float(step(batch, tools)["loss"].detach())),
+        repeats=steps,
+        warmup=warmup,
+        device=device,
+    )
+    median = timings.median_ms / 1000.0
     return {
         "stage": stage,
         "batch_size": batch_size,
         "input": list(config.preprocess.size),
-        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        "amp": _amp_name(tools.amp_dtype),
         "channels_last": config.channels_last,
-        "discriminator": discriminator is not None and stage == LANDMARKS,
+        "discriminator": tools.discriminator is not None,
         "steps": steps,
         "seconds_per_step_median": round(median, 5),
-        "seconds_per_step_mean": round(statistics.fmean(times), 5),
+        "seconds_per_step_mean": round(timings.mean_ms / 1000.0, 5),
         "images_per_s": round(batch_size / median, 2),
         "loss_first": losses[0],
         "loss_last": losses[-1],
@@ -135,24 +137,20 @@ def measure_inference(
     fmt = memory_format(channels_last)
     model = model.to(device, memory_format=fmt).eval()
     x = torch.rand(batch_size, 1, *size, device=device).contiguous(memory_format=fmt)
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        began = time.perf_counter()
+
+    def forward() -> None:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             model(x)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - began)
-    median = statistics.median(times)
+
+    timings = time_calls(forward, repeats=steps, warmup=warmup, device=device)
     return {
         "batch_size": batch_size,
         "input": list(size),
-        "amp": str(amp_dtype).removeprefix("torch.") if amp_dtype else "fp32",
+        "amp": _amp_name(amp_dtype),
         "channels_last": channels_last,
         "steps": steps,
-        "latency_ms_median": round(1000 * median, 3),
-        "images_per_s": round(batch_size / median, 2),
+        "latency_ms_median": round(timings.median_ms, 3),
+        "images_per_s": round(batch_size / (timings.median_ms / 1000.0), 2),
     }
 
 
@@ -166,10 +164,6 @@ def landmark_loss_curve(
 ) -> dict[str, Any]:
     """Per-step stage-1 losses of ``config`` on the annotated training images of ``data``:
     does this learning rate learn on real images? (A NaN stops the curve.)"""
-    from abdus.data.dataset import UltrasoundDataset
-    from abdus.data.splits import split_by_patient
-    from abdus.io.manifest import load_manifest
-
     manifest = load_manifest(data)
     split = split_by_patient(manifest.records, test_fraction=config.test_fraction, seed=config.seed)
     records = [r for r in split["train"] if r.reference.landmarks]
@@ -182,22 +176,7 @@ def landmark_loss_curve(
         shuffle=True,
         generator=torch.Generator().manual_seed(config.seed),
     )
-    torch.manual_seed(config.seed)
-    configure_determinism(config.deterministic, device)
-    model, discriminator = build_networks(config)
-    for net in (model, discriminator):
-        if net is not None:
-            net.to(device, memory_format=memory_format(config.channels_last, device)).train()
-    amp_dtype = resolve_amp(config.amp, device)
-    tools = build_step_tools(
-        config,
-        LANDMARKS,
-        model,
-        discriminator,
-        DistributedContext(0, 1, 0, device),
-        scaler=make_grad_scaler(device, amp_dtype),
-        amp_dtype=amp_dtype,
-    )
+    tools = _step_tools(config, LANDMARKS, device)
     curve: list[dict[str, float]] = []
     while len(curve) < steps:
         for raw in loader:

@@ -2,8 +2,9 @@
 
 The run reads like the paper: the landmark stage first (SGD for the network, Adam for the
 PatchGAN discriminator of MGCN_R), then the view stage with the shared and landmark parts
-locked (Adam). Which stages run depends on the variant (``loops.stages_of``): mgcn_r both,
-mgcn / mfcn / sfcn the landmark stage, stl the view stage.
+locked (Adam). Which stages run depends on the variant (``stages.stages_of``): mgcn_r both,
+mgcn / mfcn / sfcn the landmark stage, stl the view stage. The steps are in ``loops``, model
+selection on the validation patients in ``selection``.
 
 A run folder holds ``config.yaml`` (resolved config), ``checkpoint.pt`` (rewritten atomically
 after every epoch), ``best.pt`` (the best validation epoch of the stage being trained),
@@ -15,6 +16,9 @@ Model selection sees the validation patients only (``config.val_fraction``): aft
 the stage's metric is measured on them, a better value is kept in ``best.pt``, a stage may stop
 early (``patience``), and every stage ends on its best epoch's weights. So ``model.pt`` holds
 the best validation epoch of each stage; the test patients are left for ``abdus evaluate``.
+
+``train(model="pbt")`` trains the classical baseline instead (``abdus.baselines.pbt``), so
+every model of Table 1 trains through this one function.
 
 Under ``torchrun`` (RANK / WORLD_SIZE / LOCAL_RANK set) every process calls ``train``; they
 train one model with DDP, and rank 0 alone evaluates and writes files (multi-machine runs need
@@ -29,14 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm import tqdm
 
-from abdus.data.heatmaps import HeatmapCodec
+from abdus import modelfile
+from abdus.baselines.pbt import train_pbt
+from abdus.baselines.pbt_config import pbt_preset
+from abdus.choices import Model, Preset, check_choice
 from abdus.errors import AbdusInputError
-from abdus.losses import LossWeights
-from abdus.models import build_discriminator, build_model
 from abdus.training import checkpoint as ckpt
 from abdus.training.config import CONFIG_NAME, TrainConfig, save_config
 from abdus.training.datasets import (
@@ -46,29 +50,8 @@ from abdus.training.datasets import (
     make_loader,
     start_epoch,
 )
-from abdus.training.distributed import (
-    DistributedContext,
-    all_reduce_sums,
-    barrier,
-    cleanup,
-    init_distributed,
-    reduce_device,
-    wrap_model,
-)
-from abdus.training.loops import (
-    LANDMARKS,
-    VIEWS,
-    LandmarkNetwork,
-    LearningRateSchedule,
-    StepTools,
-    ViewNetwork,
-    evaluate,
-    freeze_for_stage,
-    make_optimizer,
-    set_train_mode,
-    stages_of,
-    train_epoch,
-)
+from abdus.training.distributed import DistributedContext, barrier, cleanup, init_distributed
+from abdus.training.loops import StepTools, build_step_tools, train_epoch
 from abdus.training.presets import resolve_config
 from abdus.training.runlog import RunLog, json_safe
 from abdus.training.runtime import (
@@ -79,90 +62,25 @@ from abdus.training.runtime import (
     resolve_amp,
     seed_everything,
 )
-
-STAGE_FIELD = {"landmarks": "stage1", "views": "stage2"}
-# The held-out metric that defines "best" in each stage, and whether higher is better.
-BEST_METRIC = {"landmarks": ("landmark_error_mm", False), "views": ("view_accuracy", True)}
-BEST = {name for name, _ in BEST_METRIC.values()}
-
-
-def build_networks(config: TrainConfig, path: Path | None = None):
-    """(model, discriminator or None) of ``config``; bad model options -> AbdusInputError.
-
-    The PatchGAN is built only when the adversarial weight is > 0 and the model detects
-    landmarks (paper: MGCN_R's adversarial regularisation of the heat maps).
-    """
-    try:
-        model = build_model(config.model, **config.model_options)
-        needs_d = config.loss.adversarial > 0 and LANDMARKS in stages_of(model)
-        discriminator = build_discriminator(**config.discriminator_options) if needs_d else None
-    except (TypeError, ValueError) as err:
-        raise AbdusInputError(f"bad model options: {err}", path) from None
-    return model, discriminator
-
-
-def codec_of(config: TrainConfig) -> HeatmapCodec:
-    """The heat-map codec of a config: Gaussian ``sigma_mm`` at the model pixel spacing, peak
-    ``heatmap_amplitude``."""
-    p = config.preprocess
-    return HeatmapCodec.from_mm(
-        p.size, config.sigma_mm, p.spacing_mm, amplitude=config.heatmap_amplitude
-    )
-
-
-def stage_schedule(spec, steps_per_epoch: int) -> LearningRateSchedule | None:
-    """The learning-rate schedule of a stage (None: the optimizer's constant lr, no warm-up)."""
-    if spec.schedule == "constant" and spec.warmup_epochs == 0:
-        return None
-    return LearningRateSchedule(
-        base_lr=spec.optimizer.lr,
-        total_steps=spec.epochs * steps_per_epoch,
-        warmup_steps=round(spec.warmup_epochs * steps_per_epoch),
-        kind=spec.schedule,
-    )
-
-
-def init_view_path(model: nn.Module, how: str) -> None:
-    """Start the view path's stages 3-4 for stage 2: "scratch" keeps the random init (paper);
-    "landmark" copies the trained landmark stages 3-4 (same architecture), so the view path
-    starts from features that already describe the organs."""
-    if how == "landmark" and hasattr(model, "view_stages"):
-        model.view_stages.load_state_dict(model.landmark_stages.state_dict())
-
-
-def build_step_tools(
-    config: TrainConfig,
-    stage: str,
-    model: nn.Module,
-    discriminator: nn.Module | None,
-    ctx: DistributedContext,
-    *,
-    scaler: torch.amp.GradScaler,
-    amp_dtype: torch.dtype | None,
-) -> StepTools:
-    """Freeze ``model`` for ``stage``, wrap its stage network for DDP, build the optimizers
-    (paper 2.2: stage 1 network + Adam discriminator, stage 2 the classifier only)."""
-    spec = getattr(config, STAGE_FIELD[stage])
-    trainable = freeze_for_stage(model, stage)
-    body = LandmarkNetwork(model) if stage == LANDMARKS else ViewNetwork(model)
-    weights = {k: getattr(config.loss, k) for k in ("regression", "location", "adversarial")}
-    tools = StepTools(
-        network=wrap_model(body, ctx),
-        optimizer=make_optimizer(spec.optimizer, trainable),
-        scaler=scaler,
-        ctx=ctx,
-        amp_dtype=amp_dtype,
-        memory_format=memory_format(config.channels_last, ctx.device),
-        weights=LossWeights(**weights, view=config.loss.view),
-        reduction=config.loss.reduction,
-        threshold=codec_of(config).threshold,
-        amplitude=config.heatmap_amplitude,
-        label_smoothing=config.loss.label_smoothing,
-    )
-    if stage == LANDMARKS and discriminator is not None:
-        tools.discriminator = discriminator
-        tools.d_optimizer = make_optimizer(config.discriminator, discriminator.parameters())
-    return tools
+from abdus.training.selection import (
+    epoch_summary,
+    out_of_patience,
+    record_if_best,
+    restore_best,
+    selection_of,
+    validate,
+    validation_due,
+)
+from abdus.training.stages import (
+    VIEWS,
+    build_networks,
+    codec_of,
+    init_view_path,
+    set_train_mode,
+    stage_config,
+    stage_schedule,
+    stages_of,
+)
 
 
 class Trainer:
@@ -223,7 +141,7 @@ class Trainer:
                 self.progress.stale_epochs = 0
                 self._optimizer_states = {}
             self.run_stage(stage)
-            self._restore_best(stage)
+            restore_best(self.model, self.run_dir, stage, self.ctx)
 
     def _tools(self, stage: str) -> StepTools:
         """The stage's step tools, with optimizer states restored when resuming into it."""
@@ -244,7 +162,7 @@ class Trainer:
     def run_stage(self, stage: str) -> None:
         """Train ``stage`` from epoch ``progress.epoch`` to its configured epoch count, or until
         ``patience`` epochs pass without a better validation score."""
-        spec = getattr(self.config, STAGE_FIELD[stage])
+        spec = stage_config(self.config, stage)
         if self.progress.epoch >= spec.epochs:
             return
         if stage == VIEWS and self.progress.epoch == 0:
@@ -280,7 +198,7 @@ class Trainer:
                 "val": self._validate(stage, epoch, spec.epochs),
             }
             record["best"] = self._update_best(stage, record["val"])
-            stop = self._out_of_patience(spec.patience)
+            stop = out_of_patience(self.progress, spec.patience, self.ctx)
             self.progress.epoch = spec.epochs if stop else epoch + 1
             if stop:
                 record["early_stop"] = True
@@ -297,78 +215,34 @@ class Trainer:
 
     def _validate(self, stage: str, epoch: int, epochs: int) -> dict[str, float] | None:
         """Validation metrics on rank 0 (None when not due or no validation patients)."""
-        every = self.config.evaluate_every
-        due = every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
         val_set = self.data.stage_val_set(stage)
+        due = validation_due(self.config.evaluate_every, epoch, epochs)
         if not (due and self.ctx.is_main and val_set is not None):
             return None
-        spec = getattr(self.config, STAGE_FIELD[stage])
-        loader = torch.utils.data.DataLoader(
-            val_set,
-            batch_size=spec.batch_size,
-            num_workers=self.config.num_workers,
-            generator=torch.Generator().manual_seed(self.config.seed),  # global RNG untouched
+        return validate(
+            self.model, val_set, stage, self.config, self.codec, self.ctx.device, self.amp_dtype
         )
-        return evaluate(self.model, loader, self.codec, stage, self.ctx.device, self.amp_dtype)
 
     def _update_best(self, stage: str, val: dict[str, float] | None) -> bool:
         """Keep a better validation score (rank 0): ``progress.best`` and ``best.pt``.
         Returns whether this epoch is the stage's best so far."""
-        name, higher = BEST_METRIC[stage]
-        value = (val or {}).get(name)
-        if value is None or value != value:  # not measured, or NaN
-            return False
-        best = self.progress.best.get(name)
-        if best is not None and not (value > best if higher else value < best):
-            self.progress.stale_epochs += 1
-            return False
-        self.progress.best[name] = float(value)
-        self.progress.stale_epochs = 0
-        selection = {stage: {"epoch": self.progress.epoch + 1, name: float(value)}}
-        ckpt.save_model(
-            self.run_dir / ckpt.BEST_NAME,
-            config=self.config,
-            codec=self.codec,
-            model=self.model,
-            selection=selection,
-        )
-        return True
-
-    def _out_of_patience(self, patience: int) -> bool:
-        """Whether every rank stops the stage now (rank 0 decides: it alone validates)."""
-        stop = float(patience > 0 and self.ctx.is_main and self.progress.stale_epochs >= patience)
-        flag = torch.tensor([stop], dtype=torch.float64, device=reduce_device(self.ctx))
-        return bool(all_reduce_sums(flag, self.ctx)[0] > 0)
-
-    def _restore_best(self, stage: str) -> None:
-        """Load the stage's best validation weights (``best.pt``), on every rank. Nothing to
-        do when the stage was never validated (no validation split): its last epoch stands."""
-        barrier(self.ctx)
-        path = self.run_dir / ckpt.BEST_NAME
-        if not path.is_file():
-            return
-        payload = ckpt.load_checkpoint(path)
-        if stage not in payload.get("selection", {}):
-            return  # the best file of an earlier stage: this stage was not validated
-        self.model.load_state_dict(payload["model"]["state"])
-
-    def selection(self) -> dict[str, dict[str, Any]]:
-        """Per stage, the epoch whose weights the model keeps and its validation score."""
-        chosen: dict[str, dict[str, Any]] = {}
-        for record in self.log.history:
-            if record.get("best"):
-                name = BEST_METRIC[record["stage"]][0]
-                chosen[record["stage"]] = {
-                    "epoch": record["epoch"], name: record["val"][name]
-                }  # fmt: skip
-        return chosen
+        selection = record_if_best(self.progress, stage, val)
+        if selection is not None:
+            modelfile.save_model(
+                self.run_dir / modelfile.BEST_NAME,
+                config=self.config,
+                codec=self.codec,
+                model=self.model,
+                selection=selection,
+            )
+        return selection is not None
 
     def _end_of_epoch(self, record: dict[str, Any], tools: StepTools) -> None:
         """Checkpoint then metrics, by rank 0, with every rank held at barriers around it."""
         barrier(self.ctx)
         if self.ctx.is_main:
             ckpt.save_checkpoint(
-                self.run_dir / ckpt.CHECKPOINT_NAME,
+                self.run_dir / modelfile.CHECKPOINT_NAME,
                 config=self.config,
                 codec=self.codec,
                 model=self.model,
@@ -383,30 +257,19 @@ class Trainer:
 
     def finish(self) -> Path:
         """Write ``model.pt`` (rank 0) and close the logs; returns the model file's path."""
-        path = self.run_dir / ckpt.MODEL_NAME
+        path = self.run_dir / modelfile.MODEL_NAME
         barrier(self.ctx)
         if self.ctx.is_main:
-            ckpt.save_model(
+            modelfile.save_model(
                 path,
                 config=self.config,
                 codec=self.codec,
                 model=self.model,
-                selection=self.selection(),
+                selection=selection_of(self.log.history),
             )
         self.log.close()
         barrier(self.ctx)
         return path
-
-
-def epoch_summary(record: dict[str, Any], epochs: int) -> str:
-    """One line per epoch for the terminal or a log: losses, held-out metrics, speed."""
-    parts = [f"{record['stage']} {record['epoch']}/{epochs}"]
-    train = record["train"]
-    parts += [f"{k}={train[k]:.4g}" for k in sorted(train, key=lambda k: (k != "loss", k))]
-    parts += [f"val_{k}={v:.4g}" for k, v in (record["val"] or {}).items() if k in BEST]
-    parts += ["(best)"] if record.get("best") else []
-    parts.append(f"{record['images_per_s']:.1f} img/s")
-    return "  ".join(parts)
 
 
 # ------------------------------------------------------------------------------ public API
@@ -414,9 +277,9 @@ def check_run_dir(run_dir: Path, resume: bool) -> None:
     """Never overwrite a user's run: a new run needs a new or empty folder (or one holding only
     ``cache/``); resume needs a checkpoint. AbdusInputError naming the folder otherwise."""
     if resume:
-        if not (run_dir / ckpt.CHECKPOINT_NAME).is_file():
+        if not (run_dir / modelfile.CHECKPOINT_NAME).is_file():
             raise AbdusInputError(
-                f"cannot resume: no {ckpt.CHECKPOINT_NAME} in the run folder (it is written "
+                f"cannot resume: no {modelfile.CHECKPOINT_NAME} in the run folder (it is written "
                 "after the first epoch); start a new run instead",
                 run_dir,
             )
@@ -442,7 +305,7 @@ def build_trainer(
     """A ready Trainer: ``config.yaml`` written (rank 0), datasets built and checked."""
     barrier(ctx)  # every rank has checked the run folder before rank 0 writes into it
     seed_everything(config.seed)  # same initial weights on every rank and every rerun
-    networks = build_networks(config, run_dir / CONFIG_NAME)
+    networks = build_networks(config)
     stages = stages_of(networks[0])
     data_set = load_training_data(data, config, codec_of(config), run_dir, stages, ctx)
     return Trainer(config, run_dir, data_set, ctx, networks=networks, payload=payload)
@@ -452,26 +315,37 @@ def train(
     data: str | Path,
     out: str | Path,
     *,
-    model: str = "mgcn_r",
-    preset: str = "demo",
+    model: str = Model.MGCN_R,
+    preset: str = Preset.DEMO,
     config: str | Path | None = None,
     resume: bool = False,
     device: str | None = None,
     epochs_scale: float | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Train ``model`` on the dataset ``data`` (folder or manifest) into the run folder ``out``.
+    """Train ``model`` (an ``abdus.choices.Model``) on the dataset ``data`` (folder or manifest)
+    into the run folder ``out``; returns the run folder, which then holds the model file.
 
-    The config is the ``preset`` for ``model`` overridden by the YAML file ``config``;
+    A network's config is the ``preset`` for ``model`` overridden by the YAML file ``config``;
     ``device`` ("auto", "cpu", "cuda", "cuda:N"), ``epochs_scale`` (multiplies both stages'
     epochs) and ``seed`` (patient split, initial weights, data order, augmentation) override
-    it too. With ``resume`` the run continues from its checkpoint with its
-    saved config (only ``device`` still applies). Under torchrun every process calls this and
-    they train together. Returns the run folder, which then holds ``model.pt``.
+    it too. With ``resume`` the run continues from its checkpoint with its saved config (only
+    ``device`` still applies). Under torchrun every process calls this and they train
+    together; the run folder then holds ``model.pt``.
+
+    ``model="pbt"``, the classical baseline, is trained by ``abdus.baselines.pbt.train_pbt``
+    (its ``preset``; ``seed`` sets its patient split and feature draws) into ``model.pbt``; it
+    takes no YAML config, resume, epochs scale or GPU (AbdusInputError).
     """
+    try:
+        model = check_choice(Model, model, "model")
+    except ValueError as err:
+        raise AbdusInputError(str(err)) from None
+    if model == Model.PBT:
+        return _train_pbt(data, out, preset, config, resume, device, epochs_scale, seed)
     run_dir = Path(out)
     check_run_dir(run_dir, resume)
-    payload = ckpt.load_checkpoint(run_dir / ckpt.CHECKPOINT_NAME) if resume else None
+    payload = modelfile.read_network_file(run_dir / modelfile.CHECKPOINT_NAME) if resume else None
     if payload is not None:
         resolved = TrainConfig.from_dict(payload["config"])
         if device is not None:
@@ -496,12 +370,36 @@ def train(
     return run_dir
 
 
-__all__ = [
-    "Trainer",
-    "build_networks",
-    "build_trainer",
-    "check_run_dir",
-    "codec_of",
-    "resolve_config",
-    "train",
-]
+def _train_pbt(
+    data: str | Path,
+    out: str | Path,
+    preset: str,
+    config: str | Path | None,
+    resume: bool,
+    device: str | None,
+    epochs_scale: float | None,
+    seed: int | None,
+) -> Path:
+    """``train`` for the PBT baseline: what a network run would take is refused, not ignored."""
+    refused = {
+        "a YAML config": config is not None,
+        "resume": resume,
+        "a GPU device": device not in (None, "auto", "cpu"),
+        "an epochs scale": epochs_scale is not None,
+    }
+    if unsupported := [what for what, given in refused.items() if given]:
+        raise AbdusInputError(
+            f"the pbt baseline does not support {', '.join(unsupported)} (it trains once, on "
+            "the CPU, from its preset)"
+        )
+    try:
+        pbt_config = pbt_preset(preset)
+    except ValueError as err:
+        raise AbdusInputError(str(err)) from None
+    if seed is None:
+        return train_pbt(data, out, preset=preset)
+    pbt_config = dataclasses.replace(pbt_config, split_seed=int(seed))
+    return train_pbt(data, out, seed=int(seed), config=pbt_config)
+
+
+__all__ = ["Trainer", "build_trainer", "check_run_dir", "train"]

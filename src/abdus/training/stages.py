@@ -1,0 +1,164 @@
+"""The paper's two training stages (section 2.2 "Implementation") and what each is built from.
+
+Stage 1, "landmarks": the shared and landmark parts learn the heat maps (the PatchGAN beside
+them for MGCN_R). Stage 2, "views": only the classifier parts learn, the shared and landmark
+parts "kept locked". This module says which stages a model variant has, which parameters each
+trains and freezes, its optimizer and learning-rate schedule, how stage 2 starts the view path,
+and builds a config's networks and heat-map codec. The steps themselves are in ``loops``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from abdus.choices import Optimizer, Schedule, ViewInit
+from abdus.data.heatmaps import HeatmapCodec
+from abdus.models import PatchDiscriminator, build_model
+from abdus.training.config import OptimizerConfig, StageConfig, TrainConfig
+
+LANDMARKS = "landmarks"
+VIEWS = "views"
+STAGES = (LANDMARKS, VIEWS)
+STAGE_FIELD = {LANDMARKS: "stage1", VIEWS: "stage2"}  # the TrainConfig field of each stage
+
+
+def stage_config(config: TrainConfig, stage: str) -> StageConfig:
+    """``config.stage1`` for the landmark stage, ``config.stage2`` for the view stage."""
+    return getattr(config, STAGE_FIELD[stage])
+
+
+class LandmarkNetwork(nn.Module):
+    """The landmark path as a module of its own, so DDP wraps exactly what stage 1 runs:
+    (B, 1, H, W) -> (B, 14, H, W) heat maps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_landmarks(image)
+
+
+class ViewNetwork(nn.Module):
+    """The view path as a module of its own (stage 2): (B, 1, H, W) -> (B, 11) logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_view(image)
+
+
+def stage_parameters(model: nn.Module, stage: str) -> tuple[list[nn.Parameter], list[nn.Module]]:
+    """(parameters trained, modules frozen) in ``stage`` (paper 2.2 "Implementation")."""
+    if stage == LANDMARKS:
+        return model.shared_parameters() + model.landmark_parameters(), model.classifier_modules()
+    if stage == VIEWS:
+        return model.classifier_parameters(), model.shared_modules() + model.landmark_modules()
+    raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+
+
+def stages_of(model: nn.Module) -> tuple[str, ...]:
+    """The stages a model variant trains: landmarks if it has a landmark path, views if it has
+    a classifier (mgcn_r both, mgcn/mfcn/sfcn landmarks only, stl views only)."""
+    has = {LANDMARKS: bool(model.landmark_parameters()), VIEWS: bool(model.classifier_parameters())}
+    return tuple(s for s in STAGES if has[s])
+
+
+def freeze_for_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:
+    """Set ``requires_grad`` for ``stage`` and return the trainable parameters."""
+    trainable, _ = stage_parameters(model, stage)
+    ids = {id(p) for p in trainable}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in ids)
+    return trainable
+
+
+def set_train_mode(model: nn.Module, stage: str) -> None:
+    """``model.train()`` except the frozen parts, kept in eval mode: their BatchNorm running
+    statistics and dropout stay as stage 1 left them (paper: parameters "kept locked")."""
+    model.train()
+    for module in stage_parameters(model, stage)[1]:
+        module.eval()
+
+
+def make_optimizer(spec: OptimizerConfig, parameters: Iterable[nn.Parameter]):
+    """The optimizer ``spec`` names over ``parameters``."""
+    params = list(parameters)
+    if spec.name == Optimizer.SGD:
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        )
+    cls = torch.optim.Adam if spec.name == Optimizer.ADAM else torch.optim.AdamW
+    return cls(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+
+
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """The learning rate of every optimizer step of one stage: a linear warm-up from 0 over
+    ``warmup_steps``, then ``kind`` ("constant", or "cosine" down to 0 at ``total_steps``).
+    A pure function of the step, so a resumed run continues it without any saved state."""
+
+    base_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    kind: str = Schedule.CONSTANT.value
+
+    def at(self, step: int) -> float:
+        """The learning rate of stage step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.kind == Schedule.CONSTANT:
+            return self.base_lr
+        done = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    def apply(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = self.at(step)
+
+
+def stage_schedule(spec: StageConfig, steps_per_epoch: int) -> LearningRateSchedule | None:
+    """The learning-rate schedule of a stage (None: the optimizer's constant lr, no warm-up)."""
+    if spec.schedule == Schedule.CONSTANT and spec.warmup_epochs == 0:
+        return None
+    return LearningRateSchedule(
+        base_lr=spec.optimizer.lr,
+        total_steps=spec.epochs * steps_per_epoch,
+        warmup_steps=round(spec.warmup_epochs * steps_per_epoch),
+        kind=spec.schedule,
+    )
+
+
+def init_view_path(model: nn.Module, how: str) -> None:
+    """Start the view path's stages 3-4 for stage 2: "scratch" keeps the random init (paper);
+    "landmark" copies the trained landmark stages 3-4 (same architecture), so the view path
+    starts from features that already describe the organs."""
+    if how == ViewInit.LANDMARK and hasattr(model, "view_stages"):
+        model.view_stages.load_state_dict(model.landmark_stages.state_dict())
+
+
+def build_networks(config: TrainConfig) -> tuple[nn.Module, PatchDiscriminator | None]:
+    """(model, discriminator or None) of ``config`` (its options were checked when it was made).
+
+    The PatchGAN is built only when the adversarial weight is > 0 and the model detects
+    landmarks (paper: MGCN_R's adversarial regularisation of the heat maps).
+    """
+    model = build_model(config.model, config.model_options)
+    needs_d = config.loss.adversarial > 0 and LANDMARKS in stages_of(model)
+    return model, PatchDiscriminator(config.discriminator_options) if needs_d else None
+
+
+def codec_of(config: TrainConfig) -> HeatmapCodec:
+    """The heat-map codec of a config: Gaussian ``sigma_mm`` at the model pixel spacing, peak
+    ``heatmap_amplitude``."""
+    p = config.preprocess
+    return HeatmapCodec.from_mm(
+        p.size, config.sigma_mm, p.spacing_mm, amplitude=config.heatmap_amplitude
+    )
