@@ -48,3 +48,8 @@ def test_unknown_yaml_key_names_the_file_and_the_valid_keys(tmp_path, cohort):
     with pytest.raises(AbdusInputError, match=r"typo\.yaml.*stage1\.epoch.*epochs, batch_size"):
         train(cohort, tmp_path / "run", preset="tiny", config=config)
     assert not (tmp_path / "run").exists()  # nothing written for a bad config
+
+
+def test_train_trains_the_pbt_baseline_from_python(tmp_path, cohort):
+    run = train(cohort, tmp_path / "pbt", model="pbt", preset="tiny")
+    assert (run / "model.pbt").is_file() and (run / "config.json").is_file()
