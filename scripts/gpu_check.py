@@ -55,7 +55,7 @@ def run(tiny: bool) -> dict:
         result["training"].append(
             measure_training(c, stage, device=device, steps=steps, warmup=warmup)
         )
-    model = build_model("mgcn_r", **config.model_options)
+    model = build_model("mgcn_r", config.model_options)
     size = tuple(config.preprocess.size)
     for dtype in (torch.bfloat16, None):
         for batch in (1, 2 if tiny else 32):

@@ -216,7 +216,7 @@ def main() -> None:
     torch.set_num_threads(2)
     data = load_split(args.data, args.cache, args.seed)
     codec = HeatmapCodec((H, W), 6.0 / SPACING_MM, amplitude=args.amplitude)
-    model = build_model(args.model, **preset_config("demo").model_options)
+    model = build_model(args.model, preset_config("demo").model_options)
     if args.load:
         model.load_state_dict(torch.load(args.load, weights_only=True))
     disc = build_discriminator(width=16) if args.adversarial else None

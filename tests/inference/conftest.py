@@ -39,7 +39,7 @@ def save_tiny_model(path: Path, model_name: str = "mgcn_r", seed: int = 0) -> Pa
 
     config = preset_config("tiny", model=model_name)
     torch.manual_seed(seed)
-    model = build_model(config.model, **config.model_options)
+    model = build_model(config.model, config.model_options)
     pre = config.preprocess
     codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
     save_model(path, config=config, codec=codec, model=model)

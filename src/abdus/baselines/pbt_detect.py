@@ -388,7 +388,7 @@ class PBTModel:
         extract = CandidateFeatures(pixels, self.bank, use_position=self.config.use_position)
         return lambda positions: quantise(extract(positions), self.edges)
 
-    def _task_trees(self, task: LandmarkTask) -> list[ProbabilisticBoostingTree]:
+    def task_trees(self, task: LandmarkTask) -> list[ProbabilisticBoostingTree]:
         missing = [lm for lm in task.landmarks if lm not in self.trees]
         if missing:
             trained = ", ".join(self.trained_tasks) or "none"
@@ -401,7 +401,7 @@ class PBTModel:
 
     def detect_preprocessed(self, pre: PreprocessedImage, task: LandmarkTask) -> np.ndarray:
         """(L, 2) float model px of ``task``'s landmarks (``task.landmarks`` order)."""
-        trees = self._task_trees(task)
+        trees = self.task_trees(task)
         cfg = self.config
         candidates, log_post = search_candidates(
             self.features(pre),
@@ -428,7 +428,7 @@ class PBTModel:
         task = task_of_view(view)
         if task is None:
             return {}
-        self._task_trees(task)  # refuse before the work
+        self.task_trees(task)  # refuse before the work
         pre = preprocess_for_detection(image, self.config.preprocess)
         points = pre.transform.to_source(self.detect_preprocessed(pre, task))
         return {lm: (float(x), float(y)) for lm, (x, y) in zip(task.landmarks, points, strict=True)}

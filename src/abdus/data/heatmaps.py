@@ -277,9 +277,7 @@ class HeatmapCodec:
         return torch.stack((x, y), dim=-1)
 
 
-def _outside_to_minus_inf(
-    heat: torch.Tensor, valid: np.ndarray | torch.Tensor
-) -> torch.Tensor:
+def _outside_to_minus_inf(heat: torch.Tensor, valid: np.ndarray | torch.Tensor) -> torch.Tensor:
     """``heat`` with -inf where ``valid`` is False (channels with no valid pixel untouched).
 
     -inf never passes the centroid threshold, never wins the argmax or the climb, and fails the

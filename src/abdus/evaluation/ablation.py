@@ -9,22 +9,21 @@ the same test images.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from abdus.baselines.pbt import train_pbt
+from abdus.choices import Model
 from abdus.errors import AbdusInputError
-from abdus.evaluation.evaluate import evaluate_pbt, evaluate_run, pick_device
+from abdus.evaluation.evaluate import evaluate_run, pick_device
 from abdus.evaluation.reproduce_report import write_reproduce_report
 from abdus.io.atomic import atomic_write_json
+from abdus.modelfile import ModelKind, find_model, open_network
 from abdus.models import count_parameters, model_size_mb
 from abdus.progress import progress
-from abdus.training.checkpoint import load_model_from_run
+from abdus.timing import time_calls
 from abdus.training.trainer import train
 
 NETWORKS = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r")
@@ -49,11 +48,7 @@ def reproduce(
     sizes: dict[str, dict] = {}
     for name in progress(models, "reproduce", total=len(models), unit="model"):
         print(f"reproduce: {name} ({preset} preset)", flush=True)
-        run = out / name
-        if name == "pbt":
-            results[name], sizes[name] = _run_pbt(data, run, preset)
-        else:
-            results[name], sizes[name] = _run_network(data, run, name, preset, device)
+        results[name], sizes[name] = _run_variant(data, out / name, name, preset, device)
     rows = {TABLE1_ROW[m]: results[m] for m in models if m in TABLE1_ROW}
     reference = results.get("mgcn_r") or next(iter(results.values()))
     if "human" in reference:
@@ -77,15 +72,23 @@ def reproduce(
     return {"metrics": results, "sizes": sizes}
 
 
-def _run_network(data, run: Path, model: str, preset: str, device) -> tuple[dict, dict]:
-    if not (run / "model.pt").is_file():
-        train(data, run, model=model, preset=preset, device=device)
+def _run_variant(data, run: Path, model: str, preset: str, device) -> tuple[dict, dict]:
+    """Train ``model`` into ``run`` unless it holds a model already, evaluate it on the test
+    split, and measure its size (and, for a network, its CPU forward time)."""
+    try:
+        ref = find_model(run)
+    except AbdusInputError:
+        on = None if model == Model.PBT else device  # PBT trains on the CPU
+        train(data, run, model=model, preset=preset, device=on)
+        ref = find_model(run)
     metrics = evaluate_run(run, data, out=run / "evaluation", device=device)
-    net, config, _ = load_model_from_run(run)
+    if ref.kind is ModelKind.PBT:
+        return metrics, {"size_mb": ref.path.stat().st_size / 2**20}
+    loaded = open_network(ref.path)
     size = {
-        "parameters": count_parameters(net),
-        "size_mb": model_size_mb(net),
-        "inference_ms": forward_ms(net, config.preprocess.size),
+        "parameters": count_parameters(loaded.model),
+        "size_mb": model_size_mb(loaded.model),
+        "inference_ms": forward_ms(loaded.model, loaded.config.preprocess.size),
     }
     return metrics, size
 
@@ -94,19 +97,5 @@ def forward_ms(model: torch.nn.Module, size: tuple[int, int], repeats: int = 5) 
     """Median wall time (ms) of one batch-1 forward pass on the CPU after a warm-up."""
     x = torch.rand(1, 1, *size)
     model = model.eval().cpu()
-    times = []
     with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.median(times))
-
-
-def _run_pbt(data, run: Path, preset: str) -> tuple[dict, dict]:
-    if not (run / "model.pbt").is_file():
-        train_pbt(data, run, preset=preset)
-    metrics = evaluate_pbt(run, data, out=run / "evaluation")
-    size_mb = (run / "model.pbt").stat().st_size / 2**20
-    return metrics, {"size_mb": size_mb}
+        return time_calls(lambda: model(x), repeats=repeats, warmup=1).median_ms

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from abdus.baselines.pbt import load_pbt
 from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.splits import split_records
@@ -36,34 +35,55 @@ from abdus.evaluation.metrics import (
 )
 from abdus.evaluation.predictions import SplitPredictions
 from abdus.evaluation.report import MAX_OUTLIER_THUMBNAILS, OUTLIER_MM, write_report
-from abdus.inference.pbt_predictor import is_pbt_model
-from abdus.inference.predictor import Predictor
+from abdus.inference.loading import open_predictor
+from abdus.inference.predictor import BasePredictor, Predictor
 from abdus.io.atomic import atomic_write_json
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array, load_manifest
+from abdus.modelfile import ModelKind, find_model, open_network
 from abdus.models import build_model_from_descriptor, model_descriptor
 from abdus.progress import progress
 from abdus.taxonomy import LANDMARK_INDEX, LANDMARKS, MEASUREMENTS, TASK_BY_NAME, VIEW_INDEX, VIEWS
-from abdus.training.checkpoint import load_model_from_run
 from abdus.training.datasets import cache_dir_of
 from abdus.training.runlog import read_metrics
 
 
+def split_dataset(
+    predictor: BasePredictor,
+    manifest: Manifest,
+    records: Sequence[ImageRecord],
+    cache_dir: Path | None = None,
+) -> UltrasoundDataset:
+    """The preprocessed samples of ``records`` as ``predictor`` sees them (no heat-map targets:
+    evaluation decodes, it does not train)."""
+    codec = getattr(predictor, "codec", None)
+    codec = codec or HeatmapCodec(size=tuple(predictor.preprocess.size), sigma_px=2.0)
+    dataset = UltrasoundDataset(
+        manifest, records, config=predictor.preprocess, codec=codec, cache_dir=cache_dir
+    )
+    dataset.with_heatmaps = False
+    return dataset
+
+
 def predict_split(
-    predictor: Predictor,
+    predictor: BasePredictor,
     manifest: Manifest,
     records: Sequence[ImageRecord],
     *,
     cache_dir: Path | None = None,
     batch_size: int = 8,
 ) -> SplitPredictions:
-    """Run the predictor over cached preprocessed samples of ``records``."""
-    dataset = UltrasoundDataset(
-        manifest, records, config=predictor.preprocess, codec=predictor.codec, cache_dir=cache_dir
-    )
+    """Run the predictor over cached preprocessed samples of ``records``. A model that does not
+    classify views (PBT) is given each image's reference view (reference-view protocol)."""
+    dataset = split_dataset(predictor, manifest, records, cache_dir)
     points, views = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in progress(loader, "evaluate", total=len(loader), unit="batch"):
-        outputs = predictor.run_network(batch["image"], batch["class_image"], batch["region"])
+        given = None
+        if not predictor.classifies:  # no reference view: a view without a task
+            given = [VIEWS[max(int(v), 0)].name for v in batch["view"]]
+        outputs = predictor.run_network(
+            batch["image"], batch["class_image"], batch["region"], views=given
+        )
         points += [o.points_model for o in outputs]
         views += [-1 if o.probabilities is None else int(o.probabilities.argmax()) for o in outputs]
     transforms = [dataset.transform(i) for i in range(len(dataset))]
@@ -217,18 +237,14 @@ def evaluate_run(
     the metrics.
     """
     run_dir = Path(run)
-    if is_pbt_model(run_dir):
-        return evaluate_pbt(run_dir, data, split=split, out=out)
-    model, config, codec = load_model_from_run(run_dir)
-    predictor = Predictor(
-        model, config.preprocess, codec, device=device or pick_device(), model_id=run_dir.name
-    )
-    manifest, records, cache = _run_split(run_dir, config, data, split)
+    predictor, split_of, meta = open_run(run_dir, device)
+    manifest, records = _split(data, split, **split_of)
+    cache = cache_dir_of(meta["config"], run_dir) if meta["config"] is not None else None
     preds = predict_split(predictor, manifest, records, cache_dir=cache, batch_size=batch_size)
     metrics = evaluate_predictions(preds, classifies=predictor.classifies)
     metrics.update(
-        model=config.model,
-        preset=config.preset,
+        model=meta["model"],
+        preset=meta["preset"],
         run=str(run_dir),
         data=str(data),
         split=split,
@@ -239,6 +255,37 @@ def evaluate_run(
     if write_report:
         _write_report(metrics, out_dir, preds, manifest, predictor, cache)
     return metrics
+
+
+def open_run(run_dir: Path, device: str | None = None) -> tuple[BasePredictor, dict, dict]:
+    """(predictor, its patient split (``test_fraction``, ``val_fraction``, ``seed``), what it
+    is: ``model``, ``preset``, ``config`` (the ``TrainConfig`` of a network, else None)) of a
+    run folder or model file."""
+    ref = find_model(run_dir)
+    if ref.kind is ModelKind.PBT:
+        predictor = open_predictor(ref.path)
+        cfg = predictor.pbt.config
+        split_of = {"test_fraction": cfg.test_fraction, "val_fraction": 0.0,
+                    "seed": cfg.split_seed}  # fmt: skip
+        return predictor, split_of, {"model": "pbt", "preset": "custom", "config": None}
+    loaded = open_network(ref.path)
+    config = loaded.config
+    predictor = Predictor(
+        loaded.model, config.preprocess, loaded.codec, device=device or pick_device(),
+        model_id=run_dir.name,
+    )  # fmt: skip
+    split_of = {"test_fraction": config.test_fraction, "val_fraction": config.val_fraction,
+                "seed": config.seed}  # fmt: skip
+    return predictor, split_of, {"model": config.model, "preset": config.preset, "config": config}
+
+
+def _split(data: str | Path, split: str, **split_of: Any) -> tuple[Manifest, list[ImageRecord]]:
+    """(manifest, the records of a run's own ``split``); AbdusInputError when it is empty."""
+    manifest = load_manifest(data)
+    records = split_records(manifest, split, **split_of)
+    if not records:
+        raise AbdusInputError(f"the {split} split has no images", data)
+    return manifest, records
 
 
 class _DatasetImages(Sequence):
@@ -259,14 +306,7 @@ def _write_report(
 ) -> None:
     """report.md / report.html: learning curves, the images with a landmark off by more than
     20 mm, the best, median and worst cases as a gallery."""
-    dataset = UltrasoundDataset(
-        manifest,
-        preds.records,
-        config=predictor.preprocess,
-        codec=predictor.codec,
-        cache_dir=cache,
-    )
-    images = _DatasetImages(dataset)
+    images = _DatasetImages(split_dataset(predictor, manifest, preds.records, cache))
     gallery = gallery_cases(preds, images, k=3)
     outliers = find_outliers(preds, OUTLIER_MM)
     thumbnails = outlier_cases(preds, images, outliers[:MAX_OUTLIER_THUMBNAILS])
@@ -282,73 +322,15 @@ def _write_report(
     )
 
 
-def _run_split(run_dir: Path, config, data: str | Path, split: str):
-    """(manifest, the run's own ``split`` records, the run's sample cache folder)."""
-    manifest = load_manifest(data)
-    records = split_records(
-        manifest,
-        split,
-        test_fraction=config.test_fraction,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
-    if not records:
-        raise AbdusInputError(f"the {split} split has no images", data)
-    return manifest, records, cache_dir_of(config, run_dir)
-
-
 def evaluate_untrained(run: str | Path, data: str | Path, *, device: str | None = None) -> dict:
     """The same architecture with freshly initialised weights on the run's test split: the
     floor a trained model must clear (what "learned" means in the demo summary)."""
     run_dir = Path(run)
-    trained, config, codec = load_model_from_run(run_dir)
+    trained, split_of, meta = open_run(run_dir, device)
+    config = meta["config"]
     torch.manual_seed(config.seed)
-    fresh = build_model_from_descriptor(model_descriptor(trained)).eval()
-    predictor = Predictor(fresh, config.preprocess, codec, device=device or pick_device())
-    manifest, records, cache = _run_split(run_dir, config, data, "test")
-    preds = predict_split(predictor, manifest, records, cache_dir=cache)
+    fresh = build_model_from_descriptor(model_descriptor(trained.model)).eval()
+    predictor = Predictor(fresh, config.preprocess, trained.codec, device=trained.device)
+    manifest, records = _split(data, "test", **split_of)
+    preds = predict_split(predictor, manifest, records, cache_dir=cache_dir_of(config, run_dir))
     return evaluate_predictions(preds, classifies=predictor.classifies)
-
-
-def evaluate_pbt(
-    run: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None
-) -> dict[str, Any]:
-    """The PBT baseline on ``split``: landmarks of each image's reference view task (PBT does
-    not classify views), scored like the networks (reference-view protocol). Writes
-    ``metrics.json`` into ``out`` (default ``<run>/evaluation``)."""
-    run_dir = Path(run)
-    model = load_pbt(run_dir)
-    cfg = model.config
-    manifest = load_manifest(data)
-    records = split_records(manifest, split, test_fraction=cfg.test_fraction, seed=cfg.split_seed)
-    codec = HeatmapCodec(size=cfg.preprocess.size, sigma_px=2.0)
-    dataset = UltrasoundDataset(manifest, records, config=cfg.preprocess, codec=codec)
-    n = len(dataset)
-    points = np.full((n, len(LANDMARKS), 2), np.nan)
-    trained = set(model.trained_tasks)
-    for i, record in enumerate(dataset.records):
-        task = VIEWS[VIEW_INDEX[record.view]].task
-        if task is None or task not in trained:
-            continue
-        found = model.predict_record(manifest, record)
-        for name, xy in found.items():
-            points[i, LANDMARK_INDEX[name]] = dataset.transform(i).to_model(np.asarray(xy))
-    spacing = np.array(
-        [
-            np.nan if t.model_spacing_mm is None else t.model_spacing_mm
-            for t in dataset.cache.transforms
-        ]
-    )
-    preds = SplitPredictions(
-        records=list(dataset.records),
-        points=points,
-        views=np.full(n, -1, dtype=np.int64),
-        spacing=spacing,
-        reads=_reads(dataset),
-    )
-    metrics = evaluate_predictions(preds, classifies=False)
-    metrics.update(model="pbt", preset="custom", run=str(run_dir), data=str(data), split=split,
-                   n_patients=len({r.patient_id for r in records}))  # fmt: skip
-    out_dir = Path(out) if out is not None else run_dir / "evaluation"
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    return metrics

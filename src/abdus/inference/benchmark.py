@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from abdus.choices import BENCH_BACKENDS, PRESETS
@@ -59,6 +59,7 @@ from abdus.models import build_model
 from abdus.phantom import writers
 from abdus.phantom.render import sample_patient, scan_view
 from abdus.taxonomy import VIEW_NAMES
+from abdus.timing import synchronize, time_calls
 from abdus.training.presets import preset_config
 
 BASELINE = "torch-fp32"
@@ -79,9 +80,10 @@ def preset_model(
         pre = PreprocessConfig(config.preprocess.spacing_mm, (int(size), int(size)))
         config = dataclasses.replace(config, preprocess=pre)
     if depth is not None:
-        config = dataclasses.replace(config, model_options={**config.model_options, "depth": depth})
+        options = dataclasses.replace(config.model_options, depth=depth)
+        config = dataclasses.replace(config, model_options=options)
     torch.manual_seed(0)
-    model = build_model(config.model, **config.model_options).eval()
+    model = build_model(config.model, config.model_options).eval()
     pre = config.preprocess
     codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
     return LoadedNetwork(model, config, codec, None, f"{config.model}:{preset} (untrained)")
@@ -149,11 +151,6 @@ def build_backends(
 
 
 # ------------------------------------------------------------------------------- timing
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def end_to_end(
     predictor: Predictor, path: Path, view: str | None, *, task_only: bool = True
 ) -> dict[str, float]:
@@ -169,7 +166,7 @@ def end_to_end(
     images, classes, regions = as_batch([pre])
     t2 = time.perf_counter()
     logits, heatmaps = predictor.backend.run(images, classes)
-    _sync(device)
+    synchronize(device)
     t3 = time.perf_counter()
     views = [view] if view else None
     out = predictor.decode_outputs(
@@ -208,19 +205,19 @@ def gpu_figures(loaded: LoadedNetwork, path: Path, view: str | None, repeats: in
         predictor = Predictor(backend, cfg, loaded.codec, model_id=loaded.model_id)
         latency = time_backend(lambda p=predictor: end_to_end(p, path, view), repeats, 3)
         images, classes, regions = as_batch([pre] * 32)
-
-        def batch(p: Predictor = predictor, x=images, c=classes, r=regions) -> dict[str, float]:
-            start = time.perf_counter()
-            p.run_network(x, c, r, task_only=True)
-            _sync(p.device)
-            return {"batch": time.perf_counter() - start}
-
-        throughput = time_backend(batch, max(3, repeats // 4), 2)
+        throughput = time_calls(
+            lambda p=predictor, x=images, c=classes, r=regions: p.run_network(
+                x, c, r, task_only=True
+            ),
+            repeats=max(3, repeats // 4),
+            warmup=2,
+            device=predictor.device,
+        )
         out[name] = {
             "batch1_median_ms": latency["median_ms"],
             "batch1_p90_ms": latency["p90_ms"],
             "batch1_stages_ms": latency["stages_ms"],
-            "batch32_images_per_s": 32_000.0 / throughput["median_ms"],
+            "batch32_images_per_s": 32_000.0 / throughput.median_ms,
         }
     return out
 
@@ -232,9 +229,11 @@ def _machine() -> dict[str, Any]:
     return {
         "cpu": name or platform.processor(),
         "physical_cores": physical_cores(),
+        "logical_cpus": psutil.cpu_count(logical=True),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "torch_threads": torch.get_num_threads(),
         **cpu_features(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": list(psutil.getloadavg()),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch": torch.__version__,
     }
@@ -377,7 +376,7 @@ def _accuracy(built: dict, loaded: LoadedNetwork, data: str | Path) -> dict[str,
 
 def _report(loaded, target, untrained, machine, rows, accuracy, gpu, repeats, warmup) -> dict:
     model = loaded.model
-    machine["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["load_average_after"] = list(psutil.getloadavg())
     return {
         "target": str(target),
         "untrained": untrained,

@@ -290,8 +290,7 @@ def resolve_onnx(run_or_model: str | Path, backend: str) -> Path:
         return _temporary_export(source)
     state = "is stale (exported from other weights)" if wanted.is_file() else "is missing"
     raise AbdusInputError(
-        f"{wanted.name} {state}: run `abdus export {path} --out {wanted} --int8 "
-        "--data DATA` first",
+        f"{wanted.name} {state}: run `abdus export {path} --out {wanted} --int8 --data DATA` first",
         path,
     )
 

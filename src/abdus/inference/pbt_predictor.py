@@ -7,8 +7,8 @@ networks: landmarks in source px, measurements in mm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ import torch
 from abdus.baselines.pbt import load_pbt
 from abdus.data.preprocess import PreprocessedImage, SourceToModel
 from abdus.errors import AbdusInputError
-from abdus.inference.predictor import BasePredictor, NetworkOutput
+from abdus.inference.predictor import BasePredictor, NetworkOutput, Prediction
 from abdus.modelfile import PBT_NAME, is_pbt_model
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, task_of_view
 
@@ -39,32 +39,46 @@ class PBTPredictor(BasePredictor):
         size = tuple(config.size)
         self._canvas = SourceToModel((1.0, 1.0), (0.0, 0.0), size, size, config.spacing_mm)
 
+    def predict_image(self, image, *, overlay_boxes=None, view=None) -> Prediction:
+        """``BasePredictor.predict_image``; AbdusInputError when the view is missing or its task
+        was not trained (too few of its landmarks in the training set)."""
+        if view is None:
+            raise AbdusInputError("the PBT baseline does not classify views: give the view")
+        task = task_of_view(view)
+        if task is not None and task.name not in self.pbt.trained_tasks:
+            self.pbt.task_trees(task)  # AbdusInputError naming the trained tasks
+        return super().predict_image(image, overlay_boxes=overlay_boxes, view=view)
+
     def run_network(
-        self,
-        images: torch.Tensor,
-        class_images: torch.Tensor,
-        regions: torch.Tensor | None = None,
-        *,
-        views: Sequence[str | None] | None = None,
-        task_only: bool = False,
+        self, images: torch.Tensor, class_images: torch.Tensor, regions=None, **options: Any
     ) -> list[NetworkOutput]:
-        """PBT detection on each (1, H, W) model-canvas image for its given view's task (its
-        coarse-to-fine search has its own shape priors; ``regions`` is not used)."""
+        """PBT detection on each (1, H, W) model-canvas image for its given view's task
+        (``views``, required: PBT does not classify). The scanner's gain is normalised over
+        ``regions`` (the ultrasound region; the whole canvas when None). Tasks the model was
+        not trained for give NaN landmarks with confidence 0."""
+        views = options.get("views")
         if views is None or any(v is None for v in views):
             raise AbdusInputError("the PBT baseline does not classify views: give the view")
+        trained = set(self.pbt.trained_tasks)
         outputs = []
-        for image, view in zip(images, views, strict=True):
+        for i, (image, view) in enumerate(zip(images, views, strict=True)):
             points = np.full((NUM_LANDMARKS, 2), np.nan)
             confidence = np.zeros(NUM_LANDMARKS)
             task = task_of_view(view)
-            if task is not None:
+            if task is not None and task.name in trained:
                 pixels = image[0].numpy()
-                pre = PreprocessedImage(pixels, pixels, np.ones(pixels.shape, bool), self._canvas)
+                tissue = np.ones(pixels.shape, bool) if regions is None else _mask(regions[i])
+                pre = PreprocessedImage(pixels, pixels, tissue, self._canvas)
                 found = self.pbt.detect_preprocessed(pre, task)  # (L, 2) model px
                 channels = [LANDMARK_INDEX[name] for name in task.landmarks]
                 points[channels], confidence[channels] = found, 1.0
             outputs.append(NetworkOutput(None, points, confidence))
         return outputs
+
+
+def _mask(region: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(1, H, W) or (H, W) region as an (H, W) bool array."""
+    return np.asarray(torch.as_tensor(region).cpu().numpy(), dtype=bool).reshape(region.shape[-2:])
 
 
 __all__ = ["PBT_MODEL_NAME", "PBTPredictor", "is_pbt_model"]
