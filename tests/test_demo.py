@@ -80,10 +80,10 @@ def fake_steps(monkeypatch) -> dict[str, list]:
     def evaluate(run, data, **_):
         return {"n_images": 1, "n_patients": 1, "measurement_mae_mm": {}}
 
-    monkeypatch.setattr("abdus.phantom.generate.generate_cohort", generate_cohort)
-    monkeypatch.setattr("abdus.training.trainer.train", train)
-    monkeypatch.setattr("abdus.evaluation.evaluate.evaluate_run", evaluate)
-    monkeypatch.setattr("abdus.evaluation.evaluate.evaluate_untrained", evaluate)
+    monkeypatch.setattr("abdus.demo.generate_cohort", generate_cohort)
+    monkeypatch.setattr("abdus.demo.train", train)
+    monkeypatch.setattr("abdus.demo.evaluate_run", evaluate)
+    monkeypatch.setattr("abdus.demo.evaluate_untrained", evaluate)
     return calls
 
 

@@ -111,6 +111,8 @@ def check_choice(choice: type[E], value: str, what: str | None = None) -> E:
 
 
 NETWORK_MODELS: tuple[str, ...] = names(Model)[:-1]  # every Model but PBT
+# The order ``abdus reproduce`` trains the variants of Table 1 in: the simplest first.
+ABLATION_ORDER: tuple[str, ...] = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt")
 MODELS: tuple[str, ...] = names(Model)
 PRESETS: tuple[str, ...] = names(Preset)
 BACKENDS: tuple[str, ...] = names(Backend)

@@ -7,11 +7,13 @@ nothing the user had is overwritten.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from abdus import __version__
-from abdus.choices import BACKENDS, MODELS, PRESETS
+from abdus.choices import ABLATION_ORDER, BACKENDS, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
 DEVICE_HELP = "cpu, cuda or cuda:N (default: auto, the GPU when there is one)"
@@ -19,45 +21,31 @@ PRESET_HELP = "tiny (tests), demo (minutes on a CPU) or paper (the published sca
 DATA_HELP = "dataset folder (with manifest.json) or manifest path"
 
 
-def _cmd_info(args: argparse.Namespace) -> int:
-    from abdus.io.info import run_info
+def _call(target: str, args: argparse.Namespace, positional: str, keywords: str = "") -> Any:
+    """Call ``module:function`` with attributes of ``args``: ``positional`` names them in order,
+    ``keywords`` as ``name`` or ``parameter=attribute`` (space-separated). The module is imported
+    only now, so the parser (and ``--help``) starts without PyTorch."""
+    module, name = target.split(":")
+    function = getattr(importlib.import_module(module), name)
+    pairs = [keyword.partition("=") for keyword in keywords.split()]
+    named = {parameter: getattr(args, attribute or parameter) for parameter, _, attribute in pairs}
+    return function(*(getattr(args, a) for a in positional.split()), **named)
 
-    return run_info(args.files, as_json=args.json, spacing_mm=args.spacing_mm)
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    return _call("abdus.io.info:run_info", args, "files", "as_json=json spacing_mm")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from abdus.phantom.generate import generate_cohort
-
-    generate_cohort(
-        args.out,
-        patients=args.patients,
-        seed=args.seed,
-        image_format=args.format,
-        jobs=args.jobs,
-        second_read_fraction=args.second_read_fraction,
-    )
+    keywords = "patients seed image_format=format jobs second_read_fraction"
+    _call("abdus.phantom.generate:generate_cohort", args, "out", keywords)
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.model == "pbt":
-        from abdus.baselines.pbt import train_pbt
-
-        run = train_pbt(args.data, args.out, preset=args.preset)
-        print(f"run folder: {run}")
-        return 0
-    from abdus.training.trainer import train
-
-    run = train(
-        args.data,
-        args.out,
-        model=args.model,
-        preset=args.preset,
-        config=args.config,
-        resume=args.resume,
-        device=args.device,
-        seed=args.seed,
-    )
+    # Every model, the PBT baseline included.
+    keywords = "model preset config resume device seed"
+    run = _call("abdus.training.trainer:train", args, "data out", keywords)
     print(f"run folder: {run}")
     return 0
 
@@ -67,7 +55,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, args.data, split=args.split, out=args.out, device=args.device)
     out = args.out or f"{args.run}/evaluation"
-    print(f"view accuracy {metrics.get('view_accuracy')}; metrics and report in {out}")
+    accuracy = metrics.get("view_accuracy")
+    views = "n/a (the model does not classify views)" if accuracy is None else f"{accuracy:.4f}"
+    print(f"view accuracy {views}; metrics and report in {out}")
     return 0
 
 
@@ -80,37 +70,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from abdus.inference.predict import run_predict
-
-    return run_predict(
-        args.model,
-        args.inputs,
-        args.out,
-        spacing_mm=args.spacing_mm,
-        overlay=args.overlay,
-        sr=args.sr,
-        backend=args.backend,
-        bf16=args.bf16,
-        view=args.view,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
+    keywords = "spacing_mm overlay sr backend bf16 view batch_size device"
+    return _call("abdus.inference.predict:run_predict", args, "model inputs out", keywords)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from abdus.inference.compare import format_cost
-    from abdus.inference.export_command import export_onnx
 
     if args.int8 and args.data is None:
         raise AbdusInputError("--int8 needs --data DATA (the dataset that calibrates it)")
-    report = export_onnx(
-        args.run,
-        args.out,
-        int8=args.int8,
-        calibration=args.data,
-        calibration_images=args.calibration_images,
-        check_images=args.check_images,
-    )
+    keywords = "int8 calibration=data calibration_images check_images"
+    report = _call("abdus.inference.export_command:export_onnx", args, "run out", keywords)
     cost = report.pop("int8_cost", None)
     for key, value in report.items():
         print(f"{key}: {value}")
@@ -120,18 +90,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from abdus.inference.benchmark import run_benchmark
-
-    run_benchmark(
-        args.target,
-        as_json=args.json,
-        repeats=args.repeats,
-        warmup=args.warmup,
-        backends=args.backends,
-        size=args.size,
-        depth=args.depth,
-        data=args.data,
-    )
+    keywords = "as_json=json repeats warmup backends size depth data"
+    _call("abdus.inference.benchmark:run_benchmark", args, "target", keywords)
     return 0
 
 
@@ -221,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         nargs="+",
-        default=["stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt"],
-        choices=("stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt"),
+        default=list(ABLATION_ORDER),
+        choices=ABLATION_ORDER,
         help="which variants (default: all)",
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)

@@ -28,9 +28,14 @@ from typing import Any
 
 import torch
 
+from abdus import __version__
 from abdus.errors import AbdusInputError
+from abdus.evaluation.evaluate import evaluate_run, evaluate_untrained
+from abdus.io.atomic import atomic_write_json
 from abdus.io.manifest import MANIFEST_NAME
+from abdus.phantom.generate import GENERATOR, MARKER_NAME, CohortConfig, generate_cohort
 from abdus.taxonomy import MEASUREMENT_CODES, NUM_VIEWS
+from abdus.training.trainer import train
 
 DEMO_PATIENTS = 240
 DEMO_SECOND_READS = 1.0  # share of images reader B also reads (the human row's basis)
@@ -41,8 +46,6 @@ LEGACY_COHORT = "data"  # run_demo's own cohort (and earlier demos'): reused whe
 def demo_cohort_settings(*, patients: int = DEMO_PATIENTS, seed: int = 0) -> dict[str, Any]:
     """What a demo cohort is generated with, as ``generate_cohort`` records it in its
     manifest's ``meta``: generator, abdus version, patients, seed, format, reader-B share."""
-    from abdus import __version__
-    from abdus.phantom.generate import GENERATOR, CohortConfig
 
     config = CohortConfig(
         patients=int(patients),
@@ -75,7 +78,6 @@ def find_demo_cohort(home: Path, *, patients: int, seed: int) -> Path:
     settings (``demo_cohort_settings``) when there is one, else a free folder
     ``home/cohorts/seed<S>-<N>p`` (``-2``, ``-3``, ... when that name is taken by anything but
     an unfinished abdus cohort), so nothing there is ever overwritten."""
-    from abdus.phantom.generate import MARKER_NAME
 
     wanted = demo_cohort_settings(patients=patients, seed=seed)
     cohorts = home / COHORTS_DIR
@@ -141,10 +143,6 @@ def run_demo(
     when it holds one generated with the same settings, an AbdusInputError otherwise, as is a
     folder whose ``run`` is not empty (nothing is overwritten).
     """
-    from abdus.evaluation.evaluate import evaluate_run, evaluate_untrained
-    from abdus.io.atomic import atomic_write_json
-    from abdus.phantom.generate import generate_cohort
-    from abdus.training.trainer import train
 
     out = Path(out)
     data = out / LEGACY_COHORT if data is None else Path(data)

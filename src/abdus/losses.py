@@ -297,16 +297,13 @@ def joint_losses(
     batch: Mapping[str, torch.Tensor],
     weights: LossWeights | None = None,
     discriminator: nn.Module | None = None,
-    *,
-    reduction: str = "mean",
-    threshold: float = 0.75,
+    **landmark_options: Any,
 ) -> dict[str, torch.Tensor]:
     """``landmark_losses`` plus ``weights.view`` x the view cross entropy on ``outputs["logits"]``
     (``batch["view"]``, ``batch["has_view"]``): for training both tasks at once, an option
-    beside the paper's two-stage schedule. Returns ``{"loss", ..., "view"?}``."""
-    result = landmark_losses(
-        outputs, batch, weights, discriminator, reduction=reduction, threshold=threshold
-    )
+    beside the paper's two-stage schedule. ``landmark_options``: as ``landmark_losses``
+    (``reduction``, ``threshold``, ``amplitude``). Returns ``{"loss", ..., "view"?}``."""
+    result = landmark_losses(outputs, batch, weights, discriminator, **landmark_options)
     weights = weights or LossWeights()
     if weights.view > 0 and "logits" in outputs:
         view = view_loss(outputs["logits"], batch["view"], batch.get("has_view"))["loss"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from abdus.choices import Model
+from abdus.choices import ABLATION_ORDER, Model
 from abdus.errors import AbdusInputError
 from abdus.evaluation.evaluate import evaluate_run, pick_device
 from abdus.evaluation.reproduce_report import write_reproduce_report
@@ -26,8 +26,8 @@ from abdus.progress import progress
 from abdus.timing import time_calls
 from abdus.training.trainer import train
 
-NETWORKS = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r")
-ALL_MODELS = (*NETWORKS, "pbt")
+ALL_MODELS = ABLATION_ORDER
+NETWORKS = tuple(m for m in ALL_MODELS if m != Model.PBT)
 TABLE1_ROW = {"pbt": "PBT", "sfcn": "SFCN", "mfcn": "MFCN", "mgcn": "MGCN", "mgcn_r": "MGCN_R"}
 
 

@@ -40,7 +40,9 @@ def export_onnx(
     for INT8 ``int8_cost`` (see ``compare_predictors``).
     """
     if int8 and calibration is None:
-        raise AbdusInputError("--int8 needs calibration images: give --data DATA (a dataset folder with a manifest)")
+        raise AbdusInputError(
+            "--int8 needs calibration images: give --data DATA (a dataset folder with a manifest)"
+        )
     if calibration_method not in CALIBRATION_METHODS:
         valid = ", ".join(CALIBRATION_METHODS)
         raise AbdusInputError(f"unknown calibration method {calibration_method!r}; valid: {valid}")

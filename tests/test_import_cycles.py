@@ -5,7 +5,7 @@ the importing module to the most specific module it names. An edge is *deferred*
 import sits inside a function or an ``if TYPE_CHECKING:`` block: such imports hide a loop from
 Python at import time but not from a reader, so cycles are searched over all edges.
 
-As a script: ``python tests/evaluation/test_import_cycles.py [SRC] [--only PREFIX]`` prints the
+As a script: ``python tests/test_import_cycles.py [SRC] [--only PREFIX]`` prints the
 cycles (and the deferred imports) that touch modules under PREFIX; exit status 1 if any cycle.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "abdus"
+SRC = Path(__file__).resolve().parents[1] / "src" / "abdus"
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,14 @@ def test_evaluation_imports_sit_at_module_level_without_a_cycle():
     lines, n_cycles = report(SRC, "abdus.evaluation")
     assert n_cycles == 0, "\n".join(lines)
     assert lines[-1].startswith("0 deferred"), "\n".join(lines)
+
+
+def test_no_import_cycle_anywhere_and_deferred_imports_only_in_the_command_line():
+    """The CLI defers its imports on purpose: ``abdus --help`` must not load PyTorch."""
+    lines, n_cycles = report(SRC, "abdus")
+    assert n_cycles == 0, "\n".join(lines)
+    deferred = [e for e in import_edges(SRC) if e.deferred and e.source != "abdus.cli"]
+    assert deferred == [], deferred
 
 
 if __name__ == "__main__":
