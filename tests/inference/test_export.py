@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from abdus.errors import AbdusInputError
-from abdus.inference.backends import OnnxBackend
+from abdus.inference.backends import OnnxBackend, one_shot_forward
 from abdus.inference.compare import int8_cost
 from abdus.inference.export import INT8_NAME, ONNX_NAME, load_for_export, max_abs_diff, resolve_onnx
 from abdus.inference.export_command import export_onnx
@@ -65,16 +65,38 @@ def test_onnx_batch_is_dynamic_and_metadata_describes_the_model(exported, tiny_r
         assert torch.allclose(heatmaps, ref, atol=PARITY_ATOL)
 
 
-def test_int8_export_is_smaller_and_close(exported):
+def test_int8_export_is_smaller_and_close(exported, tiny_run, cohort):
     report = exported["int8"]
     assert report["precision"] == "int8"
     assert report["size_mb"] < 0.6 * report["fp32_size_mb"]
-    assert set(report["max_abs_diff_real"]) == {"logits", "heatmaps"}
     assert np.isfinite(list(report["max_abs_diff"].values())).all()
+    # Close on the scanner images it was calibrated on: INT8 moves the heat maps and the view
+    # logits by under 10% of the range PyTorch fp32 gives them there (measured on the
+    # untrained tiny model: 7% for the heat maps, 1% for the logits).
+    real = report["max_abs_diff_real"]
+    loaded = load_for_export(tiny_run)
+    feeds = calibration_feeds(cohort, loaded, 8)[:4]
+    with torch.inference_mode():
+        outputs = [
+            dict(
+                zip(
+                    ("logits", "heatmaps"),
+                    one_shot_forward(loaded.model, *_tensors(f)),
+                    strict=True,
+                )
+            )
+            for f in feeds
+        ]
+    spread = {k: max(float(o[k].max() - o[k].min()) for o in outputs) for k in real}
+    assert all(real[k] < 0.1 * spread[k] for k in real), (real, spread)
     info = OnnxBackend(exported["folder"] / INT8_NAME).info
     assert info.precision == "int8" and info.quantization["calibration_images"] == 8
     assert info.quantization["calibration"] == "percentile"
     assert info.quantization["fp32_nodes"] > 0  # the last refinement block (KEEP_FP32)
+
+
+def _tensors(feed: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(feed["image"]), torch.from_numpy(feed["class_image"])
 
 
 def test_int8_cost_reports_accuracy_and_mm_change(exported, tiny_run, cohort):
