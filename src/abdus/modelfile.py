@@ -81,14 +81,19 @@ def check_header(
     in the message ("abdus model", "abdus PBT model", ...)."""
     if not isinstance(header, dict) or header.get("format") not in formats:
         raise AbdusInputError(f"not an {what} (expected format {' or '.join(formats)})", path)
-    if int(header.get("version", 0)) > version:
+    found = header.get("version", 0)
+    if not isinstance(found, int) or isinstance(found, bool):
+        raise AbdusInputError(f"not an {what} (format version {found!r})", path)
+    if found > version:
         raise AbdusInputError(
-            f"written by a newer abdus (format version {header['version']}); upgrade abdus", path
+            f"written by a newer abdus (format version {found}); upgrade abdus", path
         )
-    taxonomy = header.get("taxonomy") or {}
-    if list(taxonomy.get("views", ())) != list(VIEW_NAMES) or list(
-        taxonomy.get("landmarks", ())
-    ) != list(LANDMARKS):
+    taxonomy = header.get("taxonomy")
+    taxonomy = taxonomy if isinstance(taxonomy, dict) else {}
+    views, landmarks = taxonomy.get("views"), taxonomy.get("landmarks")
+    if not isinstance(views, list | tuple) or not isinstance(landmarks, list | tuple):
+        raise AbdusInputError(f"not an {what} (no view/landmark taxonomy)", path)
+    if list(views) != list(VIEW_NAMES) or list(landmarks) != list(LANDMARKS):
         raise AbdusInputError("made for a different view/landmark taxonomy", path)
     return header
 

@@ -31,7 +31,7 @@ from abdus.choices import BACKENDS
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
-from abdus.taxonomy import LANDMARKS, VIEW_NAMES
+from abdus.modelfile import check_header, taxonomy_header
 
 ONNX_FORMAT = "abdus-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -195,7 +195,7 @@ class OnnxModelInfo:
             {
                 "format": ONNX_FORMAT,
                 "version": ONNX_FORMAT_VERSION,
-                "taxonomy": {"views": list(VIEW_NAMES), "landmarks": list(LANDMARKS)},
+                "taxonomy": taxonomy_header(),
                 "preprocess": {**asdict(self.preprocess), "size": list(self.preprocess.size)},
                 "codec": {**asdict(self.codec), "size": list(self.codec.size)},
                 "model": self.model,
@@ -212,9 +212,12 @@ class OnnxModelInfo:
         """Parse and check the metadata value; AbdusInputError naming ``path`` if unusable."""
         try:
             data = json.loads(text)
-            if data.get("format") != ONNX_FORMAT:
-                raise ValueError("wrong format tag")
-            taxonomy = data["taxonomy"]
+        except ValueError as err:
+            raise AbdusInputError(f"not an abdus ONNX model ({err})", path) from None
+        check_header(
+            data, path, formats=(ONNX_FORMAT,), version=ONNX_FORMAT_VERSION, what="abdus ONNX model"
+        )
+        try:
             pre, codec = data["preprocess"], data["codec"]
             info = cls(
                 preprocess=PreprocessConfig(float(pre["spacing_mm"]), tuple(pre["size"])),
@@ -228,12 +231,6 @@ class OnnxModelInfo:
             )
         except (ValueError, KeyError, TypeError) as err:
             raise AbdusInputError(f"not an abdus ONNX model ({err})", path) from None
-        if int(data.get("version", 0)) > ONNX_FORMAT_VERSION:
-            raise AbdusInputError("written by a newer abdus; upgrade abdus", path)
-        if taxonomy.get("views") != list(VIEW_NAMES) or taxonomy.get("landmarks") != list(
-            LANDMARKS
-        ):
-            raise AbdusInputError("exported with a different view/landmark taxonomy", path)
         return info
 
 
