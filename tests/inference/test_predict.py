@@ -16,7 +16,7 @@ from PIL import Image
 from abdus.errors import AbdusInputError
 from abdus.inference.outputs import LONG_AXIS_RGB, SHORT_AXIS_RGB, UniqueNames, image_name
 from abdus.inference.predict import collect_inputs, resolve_device, run_predict
-from abdus.io.sr import read_sr, read_sr_view
+from abdus.io.sr import read_sr_report
 from abdus.taxonomy import (
     MEASUREMENT_BY_CODE,
     MEASUREMENT_CODES,
@@ -135,9 +135,10 @@ def test_sr_per_dicom_image_round_trips_and_validates(tiny_run, scanner_files, t
     assert srs == [f"clip_f{f}_r{r}.sr.dcm" for f in range(3) for r in range(2)]
     assert any("no SR" in w for w in _load(tmp_path, "screen")["warnings"])
     record = _load(tmp_path, "clip_f1_r0")
-    found = read_sr(tmp_path / "clip_f1_r0.sr.dcm")
+    report = read_sr_report(tmp_path / "clip_f1_r0.sr.dcm")
+    found = {c.code: (c.value_mm, (c.a, c.b)) for c in report.calipers}
     assert set(found) == {"KT_LA", "KT_SA"}
-    assert read_sr_view(tmp_path / "clip_f1_r0.sr.dcm") == KT_VIEW
+    assert report.view == KT_VIEW
     for code, (value, points) in found.items():
         assert value == pytest.approx(record["measurements_mm"][code], rel=1e-9)
         names = MEASUREMENT_BY_CODE[code].landmarks

@@ -339,17 +339,6 @@ def read_sr_report(path: str | Path) -> SrReport:
     return sr_report_from_dataset(ds, path)
 
 
-def read_sr(path: str | Path) -> dict[str, tuple[float, tuple[tuple[float, float], ...]]]:
-    """Measurements of an abdus SR: ``{code: (value_mm, ((x_a, y_a), (x_b, y_b)))}`` in
-    source px (see ``read_sr_report``)."""
-    return {c.code: (c.value_mm, (c.a, c.b)) for c in read_sr_report(path).calipers}
-
-
-def read_sr_view(path: str | Path) -> str | None:
-    """The abdus view recorded in an SR (qualitative evaluation "Image View"), or None."""
-    return read_sr_report(path).view
-
-
 __all__ = [
     "ORGAN_OF_TASK",
     "PRIVATE_SCHEME",
@@ -358,9 +347,7 @@ __all__ = [
     "build_sr",
     "is_sr_document",
     "read_source_header",
-    "read_sr",
     "read_sr_report",
-    "read_sr_view",
     "sr_report_from_dataset",
     "write_sr",
 ]
