@@ -62,6 +62,7 @@ from abdus.io.manifest import (
     landmark_array,
     load_manifest,
 )
+from abdus.progress import progress
 from abdus.taxonomy import (
     LANDMARK_INDEX,
     LANDMARKS,
@@ -128,7 +129,8 @@ def collect_samples(
     labels: dict[str, list[np.ndarray]] = {}
     points_px: dict[str, list[np.ndarray]] = {}
     offset = 0
-    for index, record in enumerate(records):
+    images = progress(records, "PBT features", total=len(records), unit="image")
+    for index, record in enumerate(images):
         task = _record_task(record)
         if task is None:
             continue
@@ -195,7 +197,8 @@ def fit_trees(
     """
     trees: dict[str, ProbabilisticBoostingTree] = {}
     stats: dict[str, dict[str, Any]] = {}
-    for channel, lm in enumerate(LANDMARKS):
+    trees_to_fit = progress(LANDMARKS, "PBT trees", total=len(LANDMARKS), unit="landmark")
+    for channel, lm in enumerate(trees_to_fit):
         if lm not in samples.rows:
             continue
         X, y = samples.of(lm)
