@@ -138,12 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ultrasound DICOM, or PNG with the spacing in the manifest (default dicom)",
     )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
-    p.add_argument(
-        "--second-read-fraction",
-        type=float,
-        default=0.3,
-        help="share of images that reader B also reads (0..1)",
-    )
+    second_reads = "share of images that reader B also reads (0..1)"
+    p.add_argument("--second-read-fraction", type=float, default=0.3, help=second_reads)
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
@@ -225,12 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="train-split images of DATA that calibrate INT8 (default 32)",
     )
-    p.add_argument(
-        "--check-images",
-        type=int,
-        default=200,
-        help="test-split images of DATA on which INT8 is compared with fp32 (0: skip)",
-    )
+    check = "test-split images of DATA on which INT8 is compared with fp32 (0: skip)"
+    p.add_argument("--check-images", type=int, default=200, help=check)
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("benchmark", help="end-to-end latency of each backend, side by side")
