@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
-# System tools abdus's tests use: dciodvfy (Debian package dicom3tools) validates the DICOM we write.
+# System tools abdus's tests use:
+#   dciodvfy (Debian package dicom3tools) validates the DICOM we write;
+#   echoscu, storescu, storescp (dcmtk) talk DICOM to `abdus serve`;
+#   Orthanc (orthanc) is the real PACS of the `abdus serve` round-trip test.
+# Installs only what is missing; quiet and idempotent. The tests start their own Orthanc with
+# their own configuration and never rely on the system service the package may start.
 set -euo pipefail
-if command -v dciodvfy >/dev/null 2>&1; then exit 0; fi
+
+# "command:package" pairs.
+tools=("dciodvfy:dicom3tools" "echoscu:dcmtk" "storescu:dcmtk" "storescp:dcmtk" "Orthanc:orthanc")
+missing=()
+for pair in "${tools[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 && continue
+  package="${pair#*:}"
+  [[ " ${missing[*]-} " == *" $package "* ]] || missing+=("$package")
+done
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing dicom3tools (dciodvfy) with apt-get"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools >/dev/null
+  echo "installing ${missing[*]} with apt-get"
+  log="$(mktemp)"
+  # apt's chatter (debconf notes included) goes to a log that is shown only if apt fails.
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
 else
-  echo "note: dciodvfy (dicom3tools) not found and cannot apt-get here; DICOM validation tests will be skipped" >&2
+  echo "note: ${missing[*]} not found and cannot apt-get here;" \
+    "the DICOM validation and DICOM-network tests that need them will be skipped" >&2
 fi
