@@ -5,7 +5,7 @@ import torch
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig, preprocess_image
 from abdus.inference.predictor import NetworkOutput, Predictor
-from abdus.io.types import UltrasoundImage
+from abdus.io.types import Region, UltrasoundImage
 from abdus.models import build_model
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, VIEW_INDEX
 
@@ -89,3 +89,34 @@ def test_low_confidence_view_is_flagged_not_hidden():
     pred = _tiny_predictor().interpret(out, pre, image)
     assert pred.view == "spleen_long"
     assert any("low confidence view" in w for w in pred.warnings)
+
+
+def _kidney_trans_prediction(image, points):
+    pre = preprocess_image(image, CONFIG)
+    out = _output_for("kidney_left_trans", points, pre)
+    return _tiny_predictor().interpret(out, pre, image)
+
+
+KT_POINTS = {"kt_la_1": (50.0, 100.0), "kt_la_2": (250.0, 100.0), "kt_sa_1": (150.0, 40.0),
+             "kt_sa_2": (150.0, 160.0)}  # fmt: skip
+
+
+def test_a_caliper_end_off_the_frame_withholds_its_measurement_only():
+    pred = _kidney_trans_prediction(_image(), {**KT_POINTS, "kt_la_1": (-58.9, 100.0)})
+    assert pred.measurements_mm["KT_LA"] is None
+    assert pred.measurements_mm["KT_SA"] == pytest.approx(60.0)
+    note = pred.measurement_notes["KT_LA"]
+    assert "kt_la_1" in note and "-58.9" in note and "outside the 300 x 200 px image" in note
+    assert "KT_SA" not in pred.measurement_notes
+    assert any(w.startswith("KT_LA withheld:") for w in pred.warnings)
+    assert pred.landmarks["kt_la_1"]["x"] == pytest.approx(-58.9, abs=1e-6)  # kept as located
+
+
+def test_a_caliper_end_off_the_ultrasound_region_withholds_its_measurement():
+    image = _image()
+    image.region = Region((20, 10, 280, 190), (0.5, 0.25), 1, 1)  # x 20..279, y 10..189 px
+    inside = _kidney_trans_prediction(image, {**KT_POINTS, "kt_sa_1": (150.0, 9.5)})
+    assert inside.measurements_mm["KT_SA"] is not None  # on the region's edge pixel
+    pred = _kidney_trans_prediction(image, {**KT_POINTS, "kt_sa_2": (150.0, 195.0)})
+    assert pred.measurements_mm["KT_SA"] is None and pred.measurements_mm["KT_LA"] is not None
+    assert "outside the ultrasound region" in pred.measurement_notes["KT_SA"]

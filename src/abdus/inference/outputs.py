@@ -6,7 +6,8 @@ than one tissue region (``UniqueNames`` adds ``_2``, ``_3`` ... if two inputs sh
 
 Overlay (``draw_overlay``): the grey frame as stored (source px), each caliper as its two
 landmarks marked ``+`` joined by a line, long axes amber and short axes cyan, a low-confidence
-landmark's mark in red; the view with its probability and every value in mm listed top-left.
+landmark's mark in red; the view with its probability and every value in mm (or why it has none)
+listed top-left.
 """
 
 from __future__ import annotations
@@ -194,7 +195,8 @@ def draw_overlay(image: UltrasoundImage, prediction: Prediction) -> Image.Image:
     marks = prediction.landmarks
     for code, value in prediction.measurements_mm.items():
         colour = SHORT_AXIS_RGB if code.endswith("_SA") else LONG_AXIS_RGB
-        text = f"{code} {value:.1f} mm" if value is not None else f"{code} n/a (no spacing)"
+        note = prediction.measurement_notes.get(code, "no value")
+        text = f"{code} {value:.1f} mm" if value is not None else f"{code} n/a: {note}"
         y = _label(draw, (4 * scale, y), text, font, scale, colour) + 2 * scale
         a_name, b_name = MEASUREMENT_BY_CODE[code].landmarks
         if a_name not in marks or b_name not in marks:
@@ -217,7 +219,8 @@ def write_overlay(path: Path, image: UltrasoundImage, prediction: Prediction) ->
 
 
 def measured_calipers(prediction: Prediction) -> Sequence[tuple[str, float, tuple, tuple]]:
-    """(code, mm, a_xy, b_xy) of every measurement with a value (for the SR)."""
+    """(code, mm, a_xy, b_xy) of every measurement with a value (for the SR); a withheld one
+    (null, see ``withheld_measurements``) is never among them."""
     out = []
     for code, value in prediction.measurements_mm.items():
         a_name, b_name = MEASUREMENT_BY_CODE[code].landmarks
@@ -230,3 +233,13 @@ def measured_calipers(prediction: Prediction) -> Sequence[tuple[str, float, tupl
         a, b = prediction.landmarks[a_name], prediction.landmarks[b_name]
         out.append((code, float(value), (a["x"], a["y"]), (b["x"], b["y"])))
     return out
+
+
+def withheld_measurements(prediction: Prediction) -> dict[str, str]:
+    """Measurement code -> why it has no value, for each null measurement of the view (the SR
+    records them so a PACS user sees why a measurement is missing)."""
+    return {
+        code: prediction.measurement_notes.get(code, "no value")
+        for code, value in prediction.measurements_mm.items()
+        if value is None
+    }

@@ -33,7 +33,9 @@ from abdus.io.types import UltrasoundImage
 from abdus.measurements import measurements_from_array
 from abdus.modelfile import ModelKind, find_model, open_network
 from abdus.taxonomy import (
+    LANDMARK_INDEX,
     LANDMARKS,
+    MEASUREMENT_BY_CODE,
     NUM_LANDMARKS,
     VIEW_NAMES,
     landmark_channels_of_view,
@@ -135,7 +137,11 @@ class BasePredictor:
         *,
         view: str | None = None,
     ) -> Prediction:
-        """Turn network output into a Prediction in source px and mm."""
+        """Turn network output into a Prediction in source px and mm.
+
+        A measurement with a landmark off the frame or off ``image.region`` is withheld: null
+        in ``measurements_mm``, the reason in ``measurement_notes`` and a warning
+        (``misplaced_calipers``); its landmarks stay in ``landmarks`` as located."""
         warnings = list(image.warnings)
         if view is None and out.probabilities is None:
             raise ValueError("this model has no view classifier: give the view")
@@ -161,8 +167,6 @@ class BasePredictor:
             }
             if conf < LOW_LANDMARK_CONFIDENCE:
                 warnings.append(f"low confidence landmark: {LANDMARKS[c]} ({conf:.2f})")
-            if not _inside(source_points[c], image.shape):
-                warnings.append(f"landmark outside the image: {LANDMARKS[c]}")
         codes = [m.code for m in measurements_of_view(view_name)]
         measurements = measurements_from_array(source_points, image.spacing_mm, codes)
         notes = {}
@@ -171,6 +175,9 @@ class BasePredictor:
             warnings.append("measurements are null: the image has no pixel spacing")
         elif codes and not self.locates:
             notes = {c: "this model does not detect landmarks" for c in codes}
+        for code, note in misplaced_calipers(source_points, image, codes).items():
+            measurements[code], notes[code] = None, note
+            warnings.append(f"{code} withheld: {note}")
         return Prediction(
             view=view_name,
             view_probabilities=probs,
@@ -313,11 +320,41 @@ class Predictor(BasePredictor):
         ]
 
 
-def _inside(point_xy: np.ndarray, shape: tuple[int, int]) -> bool:
-    """Whether an (x, y) source-px point lies on the frame (pixel edges at half-integers)."""
-    H, W = shape
+def _placement_problem(point_xy: np.ndarray, image: UltrasoundImage) -> str | None:
+    """Why an (x, y) source-px landmark cannot be a caliper end, None when it can: it must lie
+    on the frame and on the image's ultrasound region (pixel edges at half-integers; a region
+    box is ``(x0, y0, x1, y1)`` source px, x1 / y1 exclusive)."""
+    H, W = image.shape
     x, y = float(point_xy[0]), float(point_xy[1])
-    return -0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5
+    if not (-0.5 <= x <= W - 0.5 and -0.5 <= y <= H - 0.5):
+        return f"outside the {W} x {H} px image"
+    if image.region is not None:
+        x0, y0, x1, y1 = image.region.box
+        if not (x0 - 0.5 <= x <= x1 - 0.5 and y0 - 0.5 <= y <= y1 - 0.5):
+            return f"outside the ultrasound region x {x0}..{x1 - 1}, y {y0}..{y1 - 1} px"
+    return None
+
+
+def misplaced_calipers(
+    source_points: np.ndarray, image: UltrasoundImage, codes: Sequence[str]
+) -> dict[str, str]:
+    """Measurement code -> why it is withheld, for each of ``codes`` with a landmark off the
+    frame or off the ultrasound region. ``source_points``: (14, 2) source px, NaN where not
+    located (a NaN landmark is not judged here: its measurement is already null).
+
+    A caliper end there is no measurement of the organ (the scanner shows no tissue there), and
+    DICOM SR coordinates must lie on the referenced image (PS3.3 C.18.6.1.2).
+    """
+    withheld = {}
+    for code in codes:
+        for name in MEASUREMENT_BY_CODE[code].landmarks:
+            point = source_points[LANDMARK_INDEX[name]]
+            problem = None if np.isnan(point).any() else _placement_problem(point, image)
+            if problem is not None:
+                x, y = float(point[0]), float(point[1])
+                withheld[code] = f"landmark {name} at ({x:.1f}, {y:.1f}) px lies {problem}"
+                break
+    return withheld
 
 
 def as_batch(
