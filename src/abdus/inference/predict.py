@@ -17,8 +17,8 @@ the heat maps of each image's view task are decoded (the others are not reported
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from abdus.inference.outputs import (
     write_overlay,
     write_record,
 )
-from abdus.inference.predictor import BasePredictor, as_batch
+from abdus.inference.predictor import BasePredictor, Prediction, as_batch
 from abdus.io.reader import read_any, sniff_format
 from abdus.io.sr import CaliperMeasurement, write_sr
 from abdus.io.types import UltrasoundImage
@@ -109,6 +109,24 @@ def one_line(err: BaseException) -> tuple[str, str | None]:
     return " ".join(text.split())[:500], path
 
 
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+# (name, source file, image, prediction, output folder): writes one more output of an image.
+ExtraOutput = Callable[[str, Path, UltrasoundImage, Prediction, Path], None]
+
+
+@dataclass
+class ImageResult:
+    """What ``PredictSession`` wrote for one image: its ``name``, its JSON ``record`` and the
+    files it wrote into the output folder (JSON last)."""
+
+    name: str
+    record: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
 @dataclass
 class _Item:
     """One image waiting for the network."""
@@ -133,9 +151,15 @@ class PredictSession:
         sr: bool = False,
         view: str | None = None,
         batch_size: int = 8,
+        say: Callable[[str], None] = _to_stderr,
+        extra_output: ExtraOutput | None = None,
     ) -> None:
+        """``say`` gets each one-line error / warning (default: stderr); ``extra_output`` is
+        called for every predicted image after its SR, before its JSON."""
         self.predictor, self.out = predictor, out
         self.overlay, self.sr, self.view, self.batch_size = overlay, sr, view, batch_size
+        self.say, self.extra_output = say, extra_output
+        self.results: list[ImageResult] = []  # every image's outcome, in completion order
         self.names = UniqueNames()
         self.order: dict[str, int] = {}  # name -> position in input order (for the CSV)
         self.rows: list[dict[str, Any]] = []
@@ -157,14 +181,17 @@ class PredictSession:
     def fail(self, name: str, source: dict[str, Any], err: BaseException) -> None:
         """Report an image or file that failed: stderr line, error JSON, CSV row."""
         problem, path = one_line(err)
-        print(f"error: {path or source['file']}: {problem}", file=sys.stderr)
+        self.say(f"error: {path or source['file']}: {problem}")
         record = error_record(source, problem, **self._meta())
         self.failed += 1
         self.rows.append(csv_row(name, record))
+        result = ImageResult(name, record)
+        self.results.append(result)
         try:
             write_record(self.out / f"{name}.json", record)
+            result.files.append(self.out / f"{name}.json")
         except OSError as write_err:  # the output folder itself is broken: say so, go on
-            print(f"error: {self.out / name}.json: {write_err}", file=sys.stderr)
+            self.say(f"error: {self.out / name}.json: {write_err}")
 
     def add_file(self, path: Path, spacing_mm: float | None) -> None:
         """Read a file and queue its images (running full batches)."""
@@ -177,7 +204,7 @@ class PredictSession:
             name = self._name(path.stem or path.name)
             self.fail(name, source_json(path, None, None), err)
             return
-        warn_file(path, images)
+        warn_file(path, images, say=self.say)
         frames = len({im.frame for im in images})
         for image in images:
             same_frame = [im for im in images if im.frame == image.frame]
@@ -224,17 +251,24 @@ class PredictSession:
             prediction.warnings.append("no SR written: the input is not a DICOM file")
         source = source_json(item.path, item.image, item.region)
         record = prediction_record(prediction, source, **self._meta())
+        result = ImageResult(item.name, record)
         if self.sr and item.is_dicom:
             try:
                 self._write_sr(item, prediction)
+                result.files.append(self.out / f"{item.name}{SR_SUFFIX}")
             except Exception as err:  # the prediction stands; only its SR is missing
                 problem, _ = one_line(err)
                 record["error"] = f"SR not written: {problem}"
-                print(f"error: {item.path}: {record['error']}", file=sys.stderr)
+                self.say(f"error: {item.path}: {record['error']}")
                 self.failed += 1
         if self.overlay:
             write_overlay(self.out / f"{item.name}.png", item.image, prediction)
+            result.files.append(self.out / f"{item.name}.png")
+        if self.extra_output is not None:
+            self.extra_output(item.name, item.path, item.image, prediction, self.out)
         write_record(self.out / f"{item.name}.json", record)
+        result.files.append(self.out / f"{item.name}.json")
+        self.results.append(result)
         self.rows.append(csv_row(item.name, record))
         self.images += 1
 
@@ -293,13 +327,38 @@ def _load_predictor(
     return open_predictor(model, backend=backend, bf16=bf16, device=where)
 
 
-def warn_file(path: Path, images: Sequence[UltrasoundImage]) -> None:
-    """One stderr line with what the reader warned about ``path`` (each warning once, over
-    all its frames and regions); nothing when it warned about nothing."""
+def warn_file(
+    path: Path, images: Sequence[UltrasoundImage], say: Callable[[str], None] = _to_stderr
+) -> None:
+    """One line (to ``say``, default stderr) with what the reader warned about ``path`` (each
+    warning once, over all its frames and regions); nothing when it warned about nothing."""
     warnings = list(dict.fromkeys(w for image in images for w in image.warnings))
     if warnings:
         text = " ".join("; ".join(warnings).split())
-        print(f"warning: {path}: {text}", file=sys.stderr)
+        say(f"warning: {path}: {text}")
+
+
+def predict_file(
+    predictor: BasePredictor,
+    path: Path,
+    out: Path,
+    *,
+    sr: bool = False,
+    overlay: bool = False,
+    spacing_mm: float | None = None,
+    view: str | None = None,
+    say: Callable[[str], None] = _to_stderr,
+    extra_output: ExtraOutput | None = None,
+) -> list[ImageResult]:
+    """Run ``abdus predict`` on one file into the folder ``out`` (which must exist): the same
+    outputs, names and per-image errors as a batch holding only this file, without the CSV.
+    Returns each image's result in image order (services use this; ``abdus serve``)."""
+    session = PredictSession(
+        predictor, out, overlay=overlay, sr=sr, view=view, say=say, extra_output=extra_output
+    )
+    session.add_file(path, spacing_mm)
+    session.flush()
+    return sorted(session.results, key=lambda result: session.order[result.name])
 
 
 def run_predict(
