@@ -12,24 +12,36 @@ highdicom (``hd.sr.ComprehensiveSR`` holding a ``hd.sr.MeasurementReport``, PS3.
   - geometric purpose of the region: long axis or short axis (LA / SA of the code);
   - one measurement, concept "Length", value in mm (UCUM ``mm``), algorithm "abdus" + version;
   - the view as a qualitative evaluation "Image View" = the abdus view (private scheme 99ABDUS).
-* an image without any measurement still gets one *Measurements and qualitative evaluations*
-  group (TID 1501) holding the view and the source image reference.
+* one *Measurements and qualitative evaluations* group (TID 1501) per measurement of the view
+  that has no value (``withheld``: no spacing, or a caliper end off the frame or off the
+  ultrasound region): tracking identifier, organ and site as above, the source image, the view,
+  "Length" = "Measurement failure" and the reason as a TEXT "Comment"; no coordinate, no number;
+* an image without any of these still gets one TID 1501 group holding the view and the source
+  image reference.
+
+IHE AI Results (AIR): every group names the algorithm (TID 4019: "abdus", ``abdus.__version__``,
+parameter ``model_id=<model>``); the observer device's model name and the Manufacturer's Model
+Name are the model id, Software Versions the abdus version; VerificationFlag is UNVERIFIED (no
+person has checked it); CurrentRequestedProcedureEvidenceSequence lists the source (study,
+series, SOP class and instance) and the Performed Procedure Code is "US of abdomen".
 
 Codes (SNOMED CT "SCT", DICOM "DCM"; the names are pydicom's ``codes`` dictionary):
 
-================  =========================  ============================================
-concept            code                       used for
-================  =========================  ============================================
-Kidney             SCT 64033007              finding type / site of KL_*, KT_*
-Liver              SCT 10200004              LL_LA
-Spleen             SCT 78961009              SL_*, ST_*
-Right / Left       SCT 24028007 / 7771000    laterality of the kidney views
-Length             SCT 410668003             the measurement concept of every caliper
-Long / Short axis  SCT 103339001 / 103340004 geometric purpose of the caliper line
-Image View         DCM 111031                the view (qualitative evaluation)
-US of abdomen      SCT 45036003              procedure reported
-abdus views        99ABDUS <view name>       value of Image View (no standard code exists)
-================  =========================  ============================================
+===================  =========================  =============================================
+concept              code                       used for
+===================  =========================  =============================================
+Kidney               SCT 64033007               finding type / site of KL_*, KT_*
+Liver                SCT 10200004               LL_LA
+Spleen               SCT 78961009               SL_*, ST_*
+Right / Left         SCT 24028007 / 7771000     laterality of the kidney views
+Length               SCT 410668003              the measurement concept of every caliper
+Long / Short axis    SCT 103339001 / 103340004  geometric purpose of the caliper line
+Image View           DCM 111031                 the view (qualitative evaluation)
+US of abdomen        SCT 45036003               procedure reported and performed
+Measurement failure  DCM 114006                 value of "Length" in a withheld group
+Comment              DCM 121106                 why a measurement is withheld (TEXT)
+abdus views          99ABDUS <view name>        value of Image View (no standard code exists)
+===================  =========================  =============================================
 
 Coordinates: abdus source pixels put pixel *centres* at integers; DICOM 2-D SCOORD puts the top
 left corner of the top left pixel at (0, 0) (PS3.3 C.18.6.1.2), so SCOORD = source px + 0.5.
@@ -38,8 +50,8 @@ left corner of the top left pixel at (0, 0) (PS3.3 C.18.6.1.2), so SCOORD = sour
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,102 +64,32 @@ from pydicom.uid import generate_uid
 from abdus import __version__
 from abdus.errors import AbdusInputError
 from abdus.io.atomic import atomic_path
+from abdus.io.sr_groups import (
+    ORGAN_OF_TASK,
+    PRIVATE_SCHEME,
+    SCOORD_OFFSET,
+    US_OF_ABDOMEN,
+    CaliperMeasurement,
+    abdus_view,
+    caliper_group,
+    view_group,
+    withheld_group,
+    withheld_reason,
+)
 from abdus.taxonomy import MEASUREMENT_BY_CODE, view_by_name
 
-PRIVATE_SCHEME = "99ABDUS"
-US_OF_ABDOMEN = hd.sr.CodedConcept("45036003", "SCT", "Ultrasonography of abdomen")
-ORGAN_OF_TASK = {
-    "kidney_long": codes.SCT.Kidney,
-    "kidney_trans": codes.SCT.Kidney,
-    "liver_long": codes.SCT.Liver,
-    "spleen_long": codes.SCT.Spleen,
-    "spleen_trans": codes.SCT.Spleen,
-}
-_VIEW_TRACKING = "view"
-# SCOORD (PS3.3 C.18.6.1.2) minus abdus source px (pixel centres at integers).
-_SCOORD_OFFSET = 0.5
-
-
-@dataclass(frozen=True)
-class CaliperMeasurement:
-    """One caliper: measurement ``code`` (taxonomy), ``value_mm``, landmarks ``a``, ``b`` as
-    ``(x, y)`` source px of the full frame."""
-
-    code: str
-    value_mm: float
-    a: tuple[float, float]
-    b: tuple[float, float]
-
-
-def _laterality(view: str) -> Any:
-    if view.startswith("kidney_right"):
-        return codes.SCT.Right
-    if view.startswith("kidney_left"):
-        return codes.SCT.Left
-    return None
-
-
-def _view_evaluation(view: str) -> hd.sr.QualitativeEvaluation:
-    label = view_by_name(view).label
-    value = hd.sr.CodedConcept(view, PRIVATE_SCHEME, label.title())
-    return hd.sr.QualitativeEvaluation(codes.DCM.ImageView, value)
-
-
-def _algorithm() -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(name="abdus", version=__version__)
-
-
-def _measurement_group(
-    caliper: CaliperMeasurement, view: str, source: pydicom.Dataset, frame_numbers: list[int] | None
-) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    measurement = MEASUREMENT_BY_CODE[caliper.code]
-    organ = ORGAN_OF_TASK[measurement.task]
-    points = np.array([caliper.a, caliper.b], dtype=np.float64) + _SCOORD_OFFSET  # (2, 2)
-    if not np.isfinite(points).all() or not np.isfinite(caliper.value_mm):
-        raise ValueError(f"{caliper.code}: landmarks and value must be finite")
-    region = hd.sr.ImageRegion(
-        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=points,
-        source_image=hd.sr.SourceImageForRegion(
-            referenced_sop_class_uid=source.SOPClassUID,
-            referenced_sop_instance_uid=source.SOPInstanceUID,
-            referenced_frame_numbers=frame_numbers,
-        ),
-    )
-    site = hd.sr.FindingSite(anatomic_location=organ, laterality=_laterality(view))
-    axis = codes.SCT.ShortAxis if caliper.code.endswith("_SA") else codes.SCT.LongAxis
-    length = hd.sr.Measurement(
-        name=codes.SCT.Length,
-        value=float(caliper.value_mm),
-        unit=codes.UCUM.Millimeter,
-        algorithm_id=_algorithm(),
-    )
-    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=caliper.code),
-        referenced_region=region,
-        finding_type=organ,
-        finding_sites=[site],
-        geometric_purpose=axis,
-        algorithm_id=_algorithm(),
-        measurements=[length],
-        qualitative_evaluations=[_view_evaluation(view)],
-    )
-
-
-def _view_group(
-    view: str, source: pydicom.Dataset, frame_numbers: list[int] | None
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    image = hd.sr.SourceImageForMeasurementGroup(
-        referenced_sop_class_uid=source.SOPClassUID,
-        referenced_sop_instance_uid=source.SOPInstanceUID,
-        referenced_frame_numbers=frame_numbers,
-    )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=_VIEW_TRACKING),
-        algorithm_id=_algorithm(),
-        qualitative_evaluations=[_view_evaluation(view)],
-        source_images=[image],
-    )
+# Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+# source; a scanner file may lack one, and the SR then carries it empty (PS3.3 C.7.1.1, C.7.2.1).
+_PATIENT_AND_STUDY = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
 
 
 def read_source_header(path: str | Path) -> pydicom.Dataset:
@@ -156,10 +98,53 @@ def read_source_header(path: str | Path) -> pydicom.Dataset:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as err:  # pydicom raises many types on a damaged file
         raise AbdusInputError(f"cannot read DICOM header for the SR: {err}", path) from None
-    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID"):
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
         if not str(ds.get(keyword, "")).strip():
             raise AbdusInputError(f"no {keyword}: an SR cannot reference this image", path)
+    for keyword in _PATIENT_AND_STUDY:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
     return ds
+
+
+def _off_image(caliper: CaliperMeasurement, source: pydicom.Dataset) -> str | None:
+    """Why ``caliper`` cannot be drawn on ``source`` (an end off its Columns x Rows), or None.
+
+    The predictor withholds such calipers already; this keeps any caller from writing an SR
+    coordinate off the referenced image (PS3.3 C.18.6.1.2)."""
+    rows, cols = int(source.get("Rows", 0) or 0), int(source.get("Columns", 0) or 0)
+    points = np.array([caliper.a, caliper.b], dtype=np.float64) + SCOORD_OFFSET  # (2, 2)
+    if not rows or not cols:
+        return None  # a header without a size: nothing to check against
+    inside = (points >= 0).all() and (points[:, 0] <= cols).all() and (points[:, 1] <= rows).all()
+    return None if inside else f"a caliper end lies outside the {cols} x {rows} px image"
+
+
+def _groups(
+    source: pydicom.Dataset,
+    calipers: Sequence[CaliperMeasurement],
+    withheld: Mapping[str, str],
+    view: str,
+    frame_numbers: list[int] | None,
+    model_id: str,
+) -> list[Any]:
+    """The measurement groups: one per caliper (withheld ones as TID 1501), else the view."""
+    withheld = dict(withheld)
+    groups: list[Any] = []
+    for caliper in calipers:
+        values = np.array([*caliper.a, *caliper.b, caliper.value_mm], dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{caliper.code}: landmarks and value must be finite")
+        problem = _off_image(caliper, source)
+        if problem is not None:
+            withheld[caliper.code] = problem
+            continue
+        groups.append(caliper_group(caliper, view, source, frame_numbers, model_id))
+    for code, reason in withheld.items():
+        if code not in MEASUREMENT_BY_CODE:
+            raise ValueError(f"withheld: unknown measurement code {code!r}")
+        groups.append(withheld_group(code, reason, view, source, frame_numbers, model_id))
+    return groups or [view_group(view, source, frame_numbers, model_id)]
 
 
 def build_sr(
@@ -169,20 +154,22 @@ def build_sr(
     view: str,
     frame: int = 0,
     model_id: str = "",
+    withheld: Mapping[str, str] | None = None,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
 ) -> hd.sr.ComprehensiveSR:
     """The SR dataset for one image (``frame`` 0-based) of ``source`` (a header dataset).
 
-    Measurements without a finite value must be left out by the caller (an SR carries numbers,
-    not the absence of one). The frame number is referenced only for multi-frame sources.
+    ``calipers``: the measurements with a finite value; ``withheld``: measurement code -> why
+    it has no value (recorded without coordinates or number). A caliper with an end off the
+    image is recorded as withheld too. The frame number is referenced only for multi-frame
+    sources. The document follows IHE AI Results: algorithm name, version and model id in every
+    group, VerificationFlag UNVERIFIED, the source in CurrentRequestedProcedureEvidenceSequence.
     """
     view_by_name(view)
     multi_frame = int(source.get("NumberOfFrames", 1) or 1) > 1
     frame_numbers = [int(frame) + 1] if multi_frame else None
-    groups: list[Any] = [_measurement_group(c, view, source, frame_numbers) for c in calipers]
-    if not groups:
-        groups = [_view_group(view, source, frame_numbers)]
+    groups = _groups(source, calipers, withheld or {}, view, frame_numbers, model_id)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -197,6 +184,8 @@ def build_sr(
         procedure_reported=US_OF_ABDOMEN,
         imaging_measurements=groups,
     )
+    # highdicom lists the referenced source in CurrentRequestedProcedureEvidenceSequence
+    # (study, series, SOP class and instance) and sets VerificationFlag UNVERIFIED.
     sr = hd.sr.ComprehensiveSR(
         evidence=[source],
         content=report,
@@ -205,8 +194,12 @@ def build_sr(
         sop_instance_uid=generate_uid(),
         instance_number=instance_number,
         manufacturer="abdus",
+        manufacturer_model_name=(model_id or "abdus")[:64],
+        software_versions=__version__,
         series_description="abdus measurements",
+        performed_procedure_codes=[US_OF_ABDOMEN],
         is_complete=True,
+        is_verified=False,
     )
     scheme = pydicom.Dataset()  # PS3.3 C.12.1.1.2.1: identify the private coding scheme
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME
@@ -224,11 +217,12 @@ def write_sr(
     view: str,
     frame: int = 0,
     model_id: str = "",
+    withheld: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write the SR of one image of the DICOM file ``source_path`` atomically; returns ``path``."""
-    sr = build_sr(
-        read_source_header(source_path), calipers, view=view, frame=frame, model_id=model_id
-    )
+    """Write the SR of one image of the DICOM file ``source_path`` atomically; returns ``path``
+    (``withheld``: measurement code -> why it has no value, see ``build_sr``)."""
+    header = read_source_header(source_path)
+    sr = build_sr(header, calipers, view=view, frame=frame, model_id=model_id, withheld=withheld)
     path = Path(path)
     with atomic_path(path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
@@ -251,18 +245,12 @@ class SrReport:
     source_sop_instance_uid: str | None
     source_frame: int | None
     model_id: str | None  # the observer device's model name (the model that measured)
+    withheld: dict[str, str] = field(default_factory=dict)  # code -> why it has no value
 
 
 def is_sr_document(ds: pydicom.Dataset) -> bool:
     """True for a DICOM Structured Report (a document, not an image)."""
     return str(ds.get("Modality", "")).strip() == "SR" or "ContentSequence" in ds
-
-
-def _abdus_view(group: Any) -> str | None:
-    for evaluation in group.get_qualitative_evaluations(name=codes.DCM.ImageView):
-        if evaluation.value.scheme_designator == PRIVATE_SCHEME:
-            return str(evaluation.value.value)
-    return None
 
 
 def _caliper(
@@ -276,7 +264,7 @@ def _caliper(
     unit = lengths[0].unit.value
     if unit != "mm":
         raise ValueError(f"measurement unit {unit!r}, expected mm")
-    points = np.asarray(group.roi.value, dtype=np.float64).reshape(-1, 2) - _SCOORD_OFFSET
+    points = np.asarray(group.roi.value, dtype=np.float64).reshape(-1, 2) - SCOORD_OFFSET
     if points.shape != (2, 2):
         raise ValueError(f"caliper with {len(points)} points, expected 2")
     (ax, ay), (bx, by) = points.tolist()
@@ -314,7 +302,12 @@ def sr_report_from_dataset(ds: pydicom.Dataset, path: str | Path | None = None) 
         planar = report.get_planar_roi_measurement_groups()
         groups = [*planar, *report.get_image_measurement_groups()]
         calipers = tuple(c for c in map(_caliper, planar) if c is not None)
-        view = next((v for v in map(_abdus_view, groups) if v is not None), None)
+        view = next((v for v in map(abdus_view, groups) if v is not None), None)
+        withheld = {
+            str(group.tracking_identifier): reason
+            for group in report.get_image_measurement_groups()
+            if (reason := withheld_reason(group)) is not None
+        }
         image = _source_image(report)
         frames = None if image is None else image.referenced_frame_numbers
         model_id = _model_id(report)
@@ -327,6 +320,7 @@ def sr_report_from_dataset(ds: pydicom.Dataset, path: str | Path | None = None) 
         source_sop_instance_uid=None if image is None else str(image.referenced_sop_instance_uid),
         source_frame=int(frames[0]) - 1 if frames else None,
         model_id=model_id,
+        withheld=withheld,
     )
 
 
