@@ -409,7 +409,8 @@ class Orthanc:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:  # Orthanc says why in the body
-            pytest.fail(f"Orthanc {method} {path}: {error}: {error.read().decode(errors='replace')}")
+            body = error.read().decode(errors="replace")
+            pytest.fail(f"Orthanc {method} {path}: {error}: {body}")
         return json.loads(payload) if payload[:1] in (b"{", b"[") else payload
 
 
