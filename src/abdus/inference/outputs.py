@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from abdus.inference.predictor import LOW_LANDMARK_CONFIDENCE, Prediction
 from abdus.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from abdus.io.secondary_capture import write_secondary_capture
 from abdus.io.types import UltrasoundImage
 from abdus.taxonomy import MEASUREMENT_BY_CODE, MEASUREMENT_CODES
 
@@ -216,6 +217,16 @@ def write_overlay(path: Path, image: UltrasoundImage, prediction: Prediction) ->
     picture = draw_overlay(image, prediction)
     with atomic_path(path) as tmp:
         picture.save(tmp, format="PNG")
+
+
+def write_overlay_capture(
+    path: str | Path, source_path: str | Path, image: UltrasoundImage, prediction: Prediction
+) -> Path:
+    """Write the overlay (``draw_overlay``) of ``image`` (a frame of the DICOM file
+    ``source_path``) as an RGB Secondary Capture in the source's study, atomically; returns
+    ``path``. For PACS viewers that cannot show the SR (``abdus.io.secondary_capture``)."""
+    picture = np.asarray(draw_overlay(image, prediction))  # (H, W, 3) uint8, source px
+    return write_secondary_capture(path, source_path, picture, frame=image.frame)
 
 
 def measured_calipers(prediction: Prediction) -> Sequence[tuple[str, float, tuple, tuple]]:

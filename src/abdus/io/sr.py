@@ -89,6 +89,7 @@ _PATIENT_AND_STUDY = (
     "StudyID",
     "StudyDate",
     "StudyTime",
+    "ReferringPhysicianName",
 )
 
 
