@@ -70,6 +70,7 @@ from abdus.io.sr_groups import (
     SCOORD_OFFSET,
     US_OF_ABDOMEN,
     CaliperMeasurement,
+    GroupContext,
     abdus_view,
     caliper_group,
     view_group,
@@ -122,12 +123,7 @@ def _off_image(caliper: CaliperMeasurement, source: pydicom.Dataset) -> str | No
 
 
 def _groups(
-    source: pydicom.Dataset,
-    calipers: Sequence[CaliperMeasurement],
-    withheld: Mapping[str, str],
-    view: str,
-    frame_numbers: list[int] | None,
-    model_id: str,
+    calipers: Sequence[CaliperMeasurement], withheld: Mapping[str, str], context: GroupContext
 ) -> list[Any]:
     """The measurement groups: one per caliper (withheld ones as TID 1501), else the view."""
     withheld = dict(withheld)
@@ -136,16 +132,16 @@ def _groups(
         values = np.array([*caliper.a, *caliper.b, caliper.value_mm], dtype=np.float64)
         if not np.isfinite(values).all():
             raise ValueError(f"{caliper.code}: landmarks and value must be finite")
-        problem = _off_image(caliper, source)
+        problem = _off_image(caliper, context.source)
         if problem is not None:
             withheld[caliper.code] = problem
             continue
-        groups.append(caliper_group(caliper, view, source, frame_numbers, model_id))
+        groups.append(caliper_group(caliper, context))
     for code, reason in withheld.items():
         if code not in MEASUREMENT_BY_CODE:
             raise ValueError(f"withheld: unknown measurement code {code!r}")
-        groups.append(withheld_group(code, reason, view, source, frame_numbers, model_id))
-    return groups or [view_group(view, source, frame_numbers, model_id)]
+        groups.append(withheld_group(code, reason, context))
+    return groups or [view_group(context)]
 
 
 def build_sr(
@@ -170,7 +166,8 @@ def build_sr(
     view_by_name(view)
     multi_frame = int(source.get("NumberOfFrames", 1) or 1) > 1
     frame_numbers = [int(frame) + 1] if multi_frame else None
-    groups = _groups(source, calipers, withheld or {}, view, frame_numbers, model_id)
+    context = GroupContext(source, view, frame_numbers, model_id)
+    groups = _groups(calipers, withheld or {}, context)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

@@ -53,6 +53,18 @@ class CaliperMeasurement:
     b: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class GroupContext:
+    """What every group of one document shares: the ``source`` header, the abdus ``view``,
+    the referenced ``frame_numbers`` (1-based; None for a single-frame source) and the
+    ``model_id``."""
+
+    source: pydicom.Dataset
+    view: str
+    frame_numbers: list[int] | None
+    model_id: str
+
+
 def algorithm(model_id: str) -> hd.sr.AlgorithmIdentification:
     """TID 4019: abdus, its version and (as the one parameter) the model that measured."""
     parameters = [f"model_id={model_id}"] if model_id else None
@@ -82,34 +94,28 @@ def _tracking(identifier: str) -> hd.sr.TrackingIdentifier:
     return hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=identifier)
 
 
-def _source_image(
-    source: pydicom.Dataset, frame_numbers: list[int] | None
-) -> hd.sr.SourceImageForMeasurementGroup:
+def _source_image(context: GroupContext) -> hd.sr.SourceImageForMeasurementGroup:
     return hd.sr.SourceImageForMeasurementGroup(
-        referenced_sop_class_uid=source.SOPClassUID,
-        referenced_sop_instance_uid=source.SOPInstanceUID,
-        referenced_frame_numbers=frame_numbers,
+        referenced_sop_class_uid=context.source.SOPClassUID,
+        referenced_sop_instance_uid=context.source.SOPInstanceUID,
+        referenced_frame_numbers=context.frame_numbers,
     )
 
 
 def caliper_group(
-    caliper: CaliperMeasurement,
-    view: str,
-    source: pydicom.Dataset,
-    frame_numbers: list[int] | None,
-    model_id: str,
+    caliper: CaliperMeasurement, context: GroupContext
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410 of one caliper: its two ends as a SCOORD POLYLINE on the source image (the
     caller has checked they lie on it) and its Length in mm."""
-    organ, site = _organ_and_site(caliper.code, view)
+    organ, site = _organ_and_site(caliper.code, context.view)
     points = np.array([caliper.a, caliper.b], dtype=np.float64) + SCOORD_OFFSET  # (2, 2)
     region = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
         graphic_data=points,
         source_image=hd.sr.SourceImageForRegion(
-            referenced_sop_class_uid=source.SOPClassUID,
-            referenced_sop_instance_uid=source.SOPInstanceUID,
-            referenced_frame_numbers=frame_numbers,
+            referenced_sop_class_uid=context.source.SOPClassUID,
+            referenced_sop_instance_uid=context.source.SOPInstanceUID,
+            referenced_frame_numbers=context.frame_numbers,
         ),
     )
     axis = codes.SCT.ShortAxis if caliper.code.endswith("_SA") else codes.SCT.LongAxis
@@ -117,7 +123,7 @@ def caliper_group(
         name=codes.SCT.Length,
         value=float(caliper.value_mm),
         unit=codes.UCUM.Millimeter,
-        algorithm_id=algorithm(model_id),
+        algorithm_id=algorithm(context.model_id),
     )
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(caliper.code),
@@ -125,31 +131,26 @@ def caliper_group(
         finding_type=organ,
         finding_sites=[site],
         geometric_purpose=axis,
-        algorithm_id=algorithm(model_id),
+        algorithm_id=algorithm(context.model_id),
         measurements=[length],
-        qualitative_evaluations=[_view_evaluation(view)],
+        qualitative_evaluations=[_view_evaluation(context.view)],
     )
 
 
 def withheld_group(
-    code: str,
-    reason: str,
-    view: str,
-    source: pydicom.Dataset,
-    frame_numbers: list[int] | None,
-    model_id: str,
+    code: str, reason: str, context: GroupContext
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 of a measurement with no value: "Length" = "Measurement failure" and the
     ``reason`` as a TEXT "Comment"; no coordinates, no number."""
-    organ, site = _organ_and_site(code, view)
+    organ, site = _organ_and_site(code, context.view)
     failure = hd.sr.QualitativeEvaluation(codes.SCT.Length, codes.DCM.MeasurementFailure)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(code),
         finding_type=organ,
         finding_sites=[site],
-        algorithm_id=algorithm(model_id),
-        qualitative_evaluations=[_view_evaluation(view), failure],
-        source_images=[_source_image(source, frame_numbers)],
+        algorithm_id=algorithm(context.model_id),
+        qualitative_evaluations=[_view_evaluation(context.view), failure],
+        source_images=[_source_image(context)],
     )
     comment = hd.sr.TextContentItem(
         name=codes.DCM.Comment,
@@ -160,15 +161,13 @@ def withheld_group(
     return group
 
 
-def view_group(
-    view: str, source: pydicom.Dataset, frame_numbers: list[int] | None, model_id: str
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+def view_group(context: GroupContext) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """TID 1501 holding the view and the source image only."""
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=_tracking(VIEW_TRACKING),
-        algorithm_id=algorithm(model_id),
-        qualitative_evaluations=[_view_evaluation(view)],
-        source_images=[_source_image(source, frame_numbers)],
+        algorithm_id=algorithm(context.model_id),
+        qualitative_evaluations=[_view_evaluation(context.view)],
+        source_images=[_source_image(context)],
     )
 
 
