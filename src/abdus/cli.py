@@ -74,6 +74,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return _call("abdus.inference.predict:run_predict", args, "model inputs out", keywords)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    keywords = (
+        "ae_title dicom_port allow_ae forward http_port host token_file backend workers "
+        "secondary_capture retries retry_delay max_upload_mb device"
+    )
+    return _call("abdus.service.serve:run_serve", args, "model spool", keywords)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from abdus.inference.compare import format_cost
 
@@ -244,6 +252,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", default=None, help="dataset to measure accuracy change on")
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("serve", help="DICOM node and REST service: predict on what is sent")
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="run folder, model.pt or model.onnx")
+    p.add_argument("--spool", required=True, help="spool folder: received, results, outbox")
+    p.add_argument("--ae-title", default="ABDUS", help="this node's AE title (default ABDUS)")
+    p.add_argument("--dicom-port", type=int, default=11112, help="DICOM port (0: any free)")
+    p.add_argument(
+        "--allow-ae",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="AET",
+        help="accept only these calling AEs",
+    )
+    p.add_argument(
+        "--forward",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="AET@HOST:PORT",
+        help="C-STORE every result (SR, SC) to these nodes",
+    )
+    p.add_argument("--http-port", type=int, default=8080, help="REST port (0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
+    p.add_argument("--token-file", default=None, help="bearer token file (needed off loopback)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help="torch, onnx or onnx-int8")
+    p.add_argument("--workers", type=int, default=1, help="processing threads (default 1)")
+    p.add_argument(
+        "--secondary-capture", action="store_true", help="also write and forward an SC image"
+    )
+    p.add_argument("--retries", type=int, default=5, help="forward retries per result")
+    p.add_argument("--retry-delay", type=float, default=1.0, help="first retry delay (s), doubling")
+    p.add_argument("--max-upload-mb", type=float, default=64.0, help="POST /predict size limit")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument(
