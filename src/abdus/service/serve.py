@@ -23,10 +23,12 @@ import uvicorn
 
 from abdus.choices import Backend, check_choice
 from abdus.errors import AbdusInputError
-from abdus.inference import outputs
 from abdus.inference.loading import open_predictor
+from abdus.inference.outputs import write_overlay_capture
 from abdus.inference.predict import ExtraOutput
+from abdus.inference.predictor import Prediction
 from abdus.io.atomic import atomic_write_json
+from abdus.io.types import UltrasoundImage
 from abdus.service.dicom_node import DicomNode
 from abdus.service.events import EventLog
 from abdus.service.forwarder import Destination, Forwarder
@@ -35,7 +37,6 @@ from abdus.service.processing import Processor, WorkQueue, run_worker
 from abdus.service.rest import RestContext, create_app, remove_stale_uploads
 from abdus.service.spool import Spool
 
-SC_WRITER_NAME = "write_secondary_capture"  # in abdus.inference.outputs
 JOIN_TIMEOUT_S = 60.0
 
 
@@ -68,18 +69,12 @@ def check_ae_title(ae_title: str, what: str = "--ae-title") -> str:
     return title
 
 
-def secondary_capture_output() -> ExtraOutput:
-    """The Secondary Capture writer as an ``ExtraOutput`` writing ``<name>.sc.dcm``."""
-    writer = getattr(outputs, SC_WRITER_NAME, None)
-    if writer is None:
-        raise AbdusInputError(
-            "--secondary-capture is not available: this abdus has no Secondary Capture writer"
-        )
-
-    def write(name: str, source: Path, image: Any, prediction: Any, out: Path) -> None:
-        writer(out / f"{name}.sc.dcm", source, image, prediction)
-
-    return write
+def write_secondary_capture(
+    name: str, source: Path, image: UltrasoundImage, prediction: Prediction, out: Path
+) -> None:
+    """The ``ExtraOutput`` of ``--secondary-capture``: ``<name>.sc.dcm``, the overlay as an
+    RGB Secondary Capture in the source's study (``outputs.write_overlay_capture``)."""
+    write_overlay_capture(out / f"{name}.sc.dcm", source, image, prediction)
 
 
 def _check_options(o: dict[str, Any]) -> None:
@@ -146,7 +141,7 @@ def run_serve(
     allowed = [check_ae_title(t, "--allow-ae") for t in allow_ae]
     destinations = [Destination.parse(text) for text in forward]
     token = read_token(token_file) if token_file is not None else None
-    extra = secondary_capture_output() if secondary_capture else None
+    extra = write_secondary_capture if secondary_capture else None
     predictor = open_predictor(model, backend=backend, device=device)
     if not predictor.classifies:
         raise AbdusInputError("abdus serve needs a model with a view classifier", model)
