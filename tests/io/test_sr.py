@@ -170,7 +170,7 @@ def test_sr_follows_ihe_ai_results(sources, tmp_path):
 
 
 def test_a_withheld_measurement_has_no_coordinate_and_says_why(sources, tmp_path):
-    reason = "landmark kt_sa_2 at (150.0, 195.0) px lies outside the ultrasound region"
+    reason = "caliper end outside the ultrasound region x 0..87, y 0..89 px (kt_sa_2 at 40, 95 px)"
     path = write_sr(
         tmp_path / "w.sr.dcm",
         sources["single"],

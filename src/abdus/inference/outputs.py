@@ -176,6 +176,15 @@ def _cross(draw: ImageDraw.ImageDraw, x: float, y: float, arm: float, colour, wi
     draw.line((x, y - arm, x, y + arm), fill=colour, width=width)
 
 
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: float) -> str:
+    """``text``, cut short with "..." where it would be wider than ``width`` (image px)."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while len(text) > 1 and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
 def draw_overlay(image: UltrasoundImage, prediction: Prediction) -> Image.Image:
     """The frame (RGB, source px) with calipers, values in mm and the view (see module doc).
 
@@ -192,12 +201,14 @@ def draw_overlay(image: UltrasoundImage, prediction: Prediction) -> Image.Image:
     title = prediction.view + (f" ({probability:.2f})" if probability else "")
     if prediction.warnings:
         title += f"  [{len(prediction.warnings)} warning(s)]"
+    title = _fit(draw, title, font, W - 8 * scale)
     y = _label(draw, (4 * scale, 4 * scale), title, font, scale) + 2 * scale
     marks = prediction.landmarks
     for code, value in prediction.measurements_mm.items():
         colour = SHORT_AXIS_RGB if code.endswith("_SA") else LONG_AXIS_RGB
         note = prediction.measurement_notes.get(code, "no value")
         text = f"{code} {value:.1f} mm" if value is not None else f"{code} n/a: {note}"
+        text = _fit(draw, text, font, W - 8 * scale)
         y = _label(draw, (4 * scale, y), text, font, scale, colour) + 2 * scale
         a_name, b_name = MEASUREMENT_BY_CODE[code].landmarks
         if a_name not in marks or b_name not in marks:

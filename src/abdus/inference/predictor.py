@@ -352,7 +352,7 @@ def misplaced_calipers(
             problem = None if np.isnan(point).any() else _placement_problem(point, image)
             if problem is not None:
                 x, y = float(point[0]), float(point[1])
-                withheld[code] = f"landmark {name} at ({x:.1f}, {y:.1f}) px lies {problem}"
+                withheld[code] = f"caliper end {problem} ({name} at {x:.1f}, {y:.1f} px)"
                 break
     return withheld
 

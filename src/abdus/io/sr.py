@@ -119,7 +119,7 @@ def _off_image(caliper: CaliperMeasurement, source: pydicom.Dataset) -> str | No
     if not rows or not cols:
         return None  # a header without a size: nothing to check against
     inside = (points >= 0).all() and (points[:, 0] <= cols).all() and (points[:, 1] <= rows).all()
-    return None if inside else f"a caliper end lies outside the {cols} x {rows} px image"
+    return None if inside else f"caliper end outside the {cols} x {rows} px image"
 
 
 def _groups(
