@@ -102,7 +102,10 @@ def unreadable_reason(path: Path) -> str | None:
         return "no valid StudyInstanceUID"
     if not header.syntax.is_compressed:
         expected = get_expected_length(ds, "bytes")
-        stored = ds.get_item("PixelData").length
+        try:  # a deferred value: read from the file now
+            stored = len(ds.PixelData)
+        except Exception as err:  # pydicom raises many types on a cut file
+            return f"cannot read the pixel data (truncated?): {err}"
         if stored < expected:
             return f"pixel data truncated: {stored} bytes of {expected}"
     return None
@@ -192,7 +195,10 @@ class DicomNode:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            reason = unreadable_reason(tmp)
+            try:
+                reason = unreadable_reason(tmp)
+            except Exception as err:  # a reader bug must not look like success or crash
+                reason = f"cannot check the dataset: {type(err).__name__}: {err}"
             if reason is None:
                 os.replace(tmp, target)
                 fsync_dir(target.parent)
