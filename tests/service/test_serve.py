@@ -374,3 +374,19 @@ def test_off_loopback_without_a_token_refuses_to_start(model: Path, tmp_path):
     with pytest.raises(AbdusInputError, match="token-file"):
         run_serve(model, tmp_path / "spool", host="0.0.0.0", dicom_port=0, http_port=0)
     assert not (tmp_path / "spool").exists()
+
+
+def test_secondary_capture_is_written_and_forwarded(model: Path, us_files: list[Path], tmp_path):
+    spool = tmp_path / "spool"
+    with receiver() as (port, received), serving(
+        model, spool, forward=[f"RECEIVER@127.0.0.1:{port}"], secondary_capture=True
+    ) as status:
+        assert store(status["dicom_port"], us_files[:1]) == [0]
+        wait_for(lambda: len(received) >= 2, "the forwarded SR and SC")
+    source = pydicom.dcmread(us_files[0])
+    folder = spool / "results" / source.StudyInstanceUID
+    sc = pydicom.dcmread(folder / f"{source.SOPInstanceUID}.sc.dcm")
+    assert sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sorted(str(ds.SOPClassUID) for ds in received) == sorted(
+        [ComprehensiveSRStorage, SecondaryCaptureImageStorage]
+    )
