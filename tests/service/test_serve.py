@@ -390,3 +390,13 @@ def test_secondary_capture_is_written_and_forwarded(model: Path, us_files: list[
     assert sorted(str(ds.SOPClassUID) for ds in received) == sorted(
         [ComprehensiveSRStorage, SecondaryCaptureImageStorage]
     )
+
+
+def test_a_port_in_use_is_a_clear_error(model: Path, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(AbdusInputError, match=f"cannot listen on 127.0.0.1:{port}"):
+            run_serve(model, tmp_path / "spool", dicom_port=port, http_port=0)
+    assert not (tmp_path / "spool" / "serve.json").exists()

@@ -155,7 +155,10 @@ class DicomNode:
             (evt.EVT_ABORTED, self._on_association, ["aborted"]),
             (evt.EVT_RELEASED, self._on_association, ["released"]),
         ]
-        self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        try:
+            self.server = self.ae.start_server((host, port), block=False, evt_handlers=handlers)
+        except OSError as err:
+            raise AbdusInputError(f"cannot listen on {host}:{port}: {err.strerror}") from None
         return int(self.server.server_address[1])
 
     def stop(self) -> None:

@@ -114,7 +114,10 @@ class Forwarder:
                 self.wake.wait(timeout=1.0)
                 self.wake.clear()
                 continue
-            failed = self._send_all(files)
+            try:
+                failed = self._send_all(files)
+            except Exception as err:  # a network or toolkit failure: the first file waits
+                failed = files[0], f"{type(err).__name__}: {err}"
             if failed is not None:
                 self._retry_later(*failed)
 
@@ -138,8 +141,11 @@ class Forwarder:
 
     def _send(self, assoc, path: Path) -> str | None:
         """C-STORE one file; None on success (file removed), else the reason."""
-        ds = pydicom.dcmread(path)
-        status = assoc.send_c_store(ds)
+        try:
+            ds = pydicom.dcmread(path)
+            status = assoc.send_c_store(ds)
+        except Exception as err:  # an unreadable result, no context for it, a lost peer
+            return f"C-STORE to {self.destination} failed: {type(err).__name__}: {err}"
         code = int(status.Status) if status and "Status" in status else None
         if code not in STORED_STATUSES:
             return f"C-STORE to {self.destination} failed with status " + (

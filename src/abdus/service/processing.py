@@ -204,5 +204,7 @@ def run_worker(processor: Processor, work: WorkQueue, stop: threading.Event) -> 
         if path is not None:
             try:
                 processor.process(path)
+            except Exception as err:  # e.g. failed/ cannot be written: report, keep working
+                processor.log("error", stage="worker", file=str(path), message=repr(err))
             finally:
                 work.finished(path)
