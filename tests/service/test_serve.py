@@ -378,9 +378,12 @@ def test_off_loopback_without_a_token_refuses_to_start(model: Path, tmp_path):
 
 def test_secondary_capture_is_written_and_forwarded(model: Path, us_files: list[Path], tmp_path):
     spool = tmp_path / "spool"
-    with receiver() as (port, received), serving(
-        model, spool, forward=[f"RECEIVER@127.0.0.1:{port}"], secondary_capture=True
-    ) as status:
+    with (
+        receiver() as (port, received),
+        serving(
+            model, spool, forward=[f"RECEIVER@127.0.0.1:{port}"], secondary_capture=True
+        ) as status,
+    ):
         assert store(status["dicom_port"], us_files[:1]) == [0]
         wait_for(lambda: len(received) >= 2, "the forwarded SR and SC")
     source = pydicom.dcmread(us_files[0])
@@ -400,3 +403,32 @@ def test_a_port_in_use_is_a_clear_error(model: Path, tmp_path):
         with pytest.raises(AbdusInputError, match=f"cannot listen on 127.0.0.1:{port}"):
             run_serve(model, tmp_path / "spool", dicom_port=port, http_port=0)
     assert not (tmp_path / "spool" / "serve.json").exists()
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        pydicom.uid.JPEGBaseline8Bit,
+        pydicom.uid.JPEG2000,
+        pydicom.uid.JPEG2000Lossless,
+        pydicom.uid.RLELossless,
+        pydicom.uid.ImplicitVRLittleEndian,
+    ],
+    ids=lambda uid: uid.name,
+)
+def test_compressed_and_implicit_instances_are_stored_as_sent_and_processed(
+    model: Path, tmp_path, syntax
+):
+    source = factory.make_us_dicom(
+        tmp_path / "in.dcm", transfer_syntax=syntax, pixel_spacing=(0.3, 0.3)
+    )
+    spool = tmp_path / "spool"
+    with serving(model, spool) as status:
+        assert store(status["dicom_port"], [source]) == [0]
+        uid = pydicom.dcmread(source).SOPInstanceUID
+        wait_for(lambda: (spool / "done" / f"{uid}.json").exists(), "processing")
+    study = pydicom.dcmread(source).StudyInstanceUID
+    record = json.loads((spool / "results" / study / f"{uid}.json").read_text())
+    assert record["view"] is not None and record["error"] is None
+    log = log_events(spool, "received")
+    assert log[0]["transfer_syntax"] == syntax
