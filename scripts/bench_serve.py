@@ -5,12 +5,13 @@ this script, sends N ultrasound instances of a generated cohort (``ceil(N / 13)`
 real phantom images, one new study per patient) over K associations in K threads, then waits
 (bounded) until each acknowledged instance's SR has come back. Reports:
 
-- instances/s: acknowledged instances / (last SR received - first C-STORE sent);
+- instances/s: SRs received / (last SR received - first C-STORE sent);
 - latency from acknowledgement of the C-STORE (the server has spooled the instance) to receipt
   of its forwarded SR (p50, p95, max; client clock, the SR matched by its
   ReferencedSOPInstanceUID);
 - counts: sent, acknowledged, processed / failed / forwarded (the server's ``/metrics``), SRs
-  received, lost (acknowledged without an SR);
+  received, lost (acknowledged without an SR); the server's mean processing and
+  receipt-to-forward seconds (``/metrics`` histograms);
 - the machine (``lscpu`` model, cores, avx2 / avx512 flags).
 
     .venv/bin/python scripts/bench_serve.py --model /tmp/w/stab/seed-0/run \
@@ -230,7 +231,8 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def metric_totals(serve: dict) -> dict[str, float]:
-    """Each ``*_total`` counter of ``GET /metrics``, summed over its labels."""
+    """Each sample of ``GET /metrics`` summed over its labels (counters as ``*_total``,
+    histograms as ``*_sum`` and ``*_count``; buckets skipped)."""
     url = f"http://{serve['host']}:{serve['http_port']}/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
@@ -238,9 +240,15 @@ def metric_totals(serve: dict) -> dict[str, float]:
     for line in text.splitlines():
         sample, _, value = line.rpartition(" ")
         name = sample.split("{")[0]
-        if not line.startswith("#") and name.endswith("_total"):
-            totals[name] = totals.get(name, 0.0) + float(value)
+        if line.startswith("#") or not name.endswith(("_total", "_sum", "_count")):
+            continue
+        totals[name] = totals.get(name, 0.0) + float(value)
     return totals
+
+
+def mean_seconds(totals: dict[str, float], histogram: str) -> float | None:
+    count = totals.get(f"{histogram}_count", 0.0)
+    return round(totals[f"{histogram}_sum"] / count, 3) if count else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +272,9 @@ def machine() -> dict:
     }
 
 
-def summarise(args, timeline: Timeline, totals: dict[str, float], wall_s: float) -> dict:
+def summarise(
+    args, timeline: Timeline, totals: dict[str, float], wall_s: float, send_s: float
+) -> dict:
     acknowledged = timeline.acknowledged
     done = [uid for uid in acknowledged if uid in timeline.sr_received]
     latencies = np.array([timeline.sr_received[u] - acknowledged[u] for u in done])
@@ -292,6 +302,11 @@ def summarise(args, timeline: Timeline, totals: dict[str, float], wall_s: float)
             "p95": round(float(np.percentile(latencies, 95)), 3) if len(done) else None,
             "max": round(float(latencies.max()), 3) if len(done) else None,
         },
+        "server_mean_s": {
+            "processing": mean_seconds(totals, "abdus_processing_seconds"),
+            "receipt_to_forward": mean_seconds(totals, "abdus_receipt_to_forward_seconds"),
+        },
+        "send_s": round(send_s, 1),
         "wall_s": round(wall_s, 1),
         "machine": machine(),
     }
@@ -328,7 +343,7 @@ def run(args, workdir: Path) -> dict:
         if not bounded_poll(all_back, remaining):
             print(f"timed out after {args.timeout:.0f} s waiting for the SRs", flush=True)
         totals = metric_totals(serve)
-        result = summarise(args, timeline, totals, time.monotonic() - started)
+        result = summarise(args, timeline, totals, time.monotonic() - started, sent_s)
         result["errors"] = errors
         return result
     finally:
