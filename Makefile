@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# The stamp is refreshed whenever pyproject.toml changes, so `make` keeps the venv current.
-$(STAMP): pyproject.toml
+# The stamp is refreshed whenever pyproject.toml or the system tools change, so `make` keeps the
+# venv and the tools the tests use (dicom3tools, dcmtk, Orthanc) current.
+$(STAMP): pyproject.toml scripts/install_system_deps.sh
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "abdus needs $(PYTHON) on PATH"; exit 1; }
 	@bash scripts/install_system_deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
