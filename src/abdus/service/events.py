@@ -8,6 +8,7 @@ from many threads never interleave (one lock).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 from datetime import UTC, datetime
@@ -42,3 +43,26 @@ class EventLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+class LibraryLogHandler(logging.Handler):
+    """Turns the warnings and errors of the libraries under the server (pynetdicom, uvicorn)
+    into ``library`` events, so stderr stays one JSON object per line."""
+
+    LOGGERS = ("pynetdicom", "uvicorn")  # uvicorn.error propagates to uvicorn
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(level=logging.WARNING)
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split())[:1000]
+        self.log("library", logger=record.name, level=record.levelname, message=message)
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self)

@@ -30,7 +30,7 @@ from abdus.inference.predictor import Prediction
 from abdus.io.atomic import atomic_write_json
 from abdus.io.types import UltrasoundImage
 from abdus.service.dicom_node import DicomNode
-from abdus.service.events import EventLog
+from abdus.service.events import EventLog, LibraryLogHandler
 from abdus.service.forwarder import Destination, Forwarder
 from abdus.service.metrics import ServeMetrics
 from abdus.service.processing import Processor, WorkQueue, run_worker
@@ -152,6 +152,8 @@ def run_serve(
     box.remove_temporaries()
     remove_stale_uploads(box)
     log, metrics = EventLog(box.log_file), ServeMetrics()
+    library_log = LibraryLogHandler(log)
+    library_log.attach()
     halt = stop if stop is not None else threading.Event()
     signals: list[str] = []
     restore = _install_signal_handlers(halt, signals)
@@ -166,6 +168,7 @@ def run_serve(
         server.shutdown()
         box.status_file.unlink(missing_ok=True)
         log("stopped")
+        library_log.detach()
         log.close()
         restore()
     return 0
