@@ -165,15 +165,14 @@ def test_forwarders_wait_for_the_done_marker(setup):
 
 
 # ------------------------------------------------------------------------------- kill -9
-def _start(model: Path, spool: Path, forward: str) -> subprocess.Popen:
+def _start(model: Path, spool: Path, forward: str, stderr: Path) -> subprocess.Popen:
     (spool / "serve.json").unlink(missing_ok=True)
     command = [sys.executable, "-m", "abdus.cli", "serve", str(model), "--spool", str(spool),
                "--dicom-port", "0", "--http-port", "0", "--forward", forward,
                "--retry-delay", "0.2"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(stderr, "wb") as err:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
     wait_for(lambda: (spool / "serve.json").exists() or process.poll() is not None,
              "serve.json", timeout=90)  # fmt: skip
     assert process.poll() is None, "abdus serve exited"
@@ -192,7 +191,7 @@ def test_kill_9_while_processing_then_restart_processes_each_instance_once(model
     spool = tmp_path / "spool"
     with receiver() as (port, received):
         forward = f"RECEIVER@127.0.0.1:{port}"
-        first = _start(model, spool, forward)
+        first = _start(model, spool, forward, tmp_path / "first.err")
         try:
             dicom_port = json.loads((spool / "serve.json").read_text())["dicom_port"]
             assert store(dicom_port, files) == [0] * len(files)  # durable before success
@@ -201,7 +200,7 @@ def test_kill_9_while_processing_then_restart_processes_each_instance_once(model
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=30)
         left = len(list((spool / "incoming").glob("*.dcm")))
-        second = _start(model, spool, forward)
+        second = _start(model, spool, forward, tmp_path / "second.err")
         try:
             wait_for(
                 lambda: all((spool / "done" / f"{u}.json").exists() for u in uids),
@@ -213,6 +212,8 @@ def test_kill_9_while_processing_then_restart_processes_each_instance_once(model
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=60) == 0
+    events = [json.loads(line) for line in (tmp_path / "second.err").read_text().splitlines()]
+    assert events[-1]["event"] == "stopped"  # and stderr held JSON lines only
     assert not list((spool / "incoming").glob("*.dcm")) and not list((spool / "failed").iterdir())
     for uid in uids:
         assert len(list(spool.rglob(f"results/*/{uid}.json"))) == 1
