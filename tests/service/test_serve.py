@@ -432,3 +432,32 @@ def test_compressed_and_implicit_instances_are_stored_as_sent_and_processed(
     assert record["view"] is not None and record["error"] is None
     log = log_events(spool, "received")
     assert log[0]["transfer_syntax"] == syntax
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"workers": 0}, "--workers"),
+        ({"forward": ["PACS@host"]}, "AET@HOST:PORT"),
+        ({"forward": ["PACS@127.0.0.1:70000"]}, "AET@HOST:PORT"),
+        ({"allow_ae": ["A" * 17]}, "--allow-ae"),
+        ({"ae_title": "BAD\\AE"}, "--ae-title"),
+        ({"retry_delay": 0}, "--retry-delay"),
+        ({"max_upload_mb": -1}, "--max-upload-mb"),
+        ({"dicom_port": 70000}, "--dicom-port"),
+        ({"backend": "tensorrt"}, "backend"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_options_are_one_clear_error_before_anything_starts(
+    model: Path, tmp_path, options, message
+):
+    with pytest.raises(AbdusInputError, match=message):
+        run_serve(model, tmp_path / "spool", **options)
+    assert not (tmp_path / "spool").exists()
+
+
+def test_an_empty_token_file_is_refused(model: Path, tmp_path):
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(AbdusInputError, match="one token"):
+        run_serve(model, tmp_path / "spool", token_file=tmp_path / "token")
