@@ -77,7 +77,7 @@ class Processor:
             if manifest is None:
                 return  # failed, moved to failed/
             self._commit(path, work, manifest)
-        except Exception as err:  # a bug or a full disk: keep the file, report, go on
+        except Exception as err:  # a bug or a full disk: to failed/ with the reason, go on
             problem, _ = one_line(err)
             self.log("error", sop_instance_uid=uid, stage="processing", message=problem)
             self._fail(path, work, f"processing failed: {problem}")
