@@ -6,6 +6,7 @@ is stopped by its test; every wait is bounded.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import socket
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import pydicom
 import pytest
 import torch
+from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
@@ -349,6 +351,15 @@ def test_rest_health_info_predict_and_studies(model: Path, us_files: list[Path],
         records = json.loads(body)
         assert code == 200 and len(records) == 1
         assert records[0]["source"]["file"] == "us0.dcm" and records[0]["view"] is not None
+        png = io.BytesIO()
+        Image.fromarray(factory.speckle_pattern(96, 128)[0]).save(png, format="PNG")
+        data, headers = multipart("screen.png", png.getvalue())
+        code, body = http(status, "/predict", data=data, headers=headers)
+        records = json.loads(body)
+        assert code == 200 and len(records) == 1 and records[0]["view"] is not None
+        assert records[0]["measurements_mm"] == {} or all(
+            value is None for value in records[0]["measurements_mm"].values()
+        )  # a PNG has no spacing: no mm
         data, headers = multipart("junk.dcm", b"not an image at all" * 10)
         code, body = http(status, "/predict", data=data, headers=headers)
         assert code == 400 and "\n" not in json.loads(body)["detail"]
