@@ -262,8 +262,20 @@ def test_other_sop_classes_are_refused_at_negotiation(model: Path, tmp_path):
 
 def test_unknown_calling_ae_title_is_rejected(model: Path, us_files: list[Path], tmp_path):
     with serving(model, tmp_path / "spool", allow_ae=["SCANNER"]) as status:
-        assoc = associate(status["dicom_port"], [], calling="STRANGER")
+        answers: list[Any] = []
+        ae = AE(ae_title="STRANGER")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(
+            "127.0.0.1",
+            status["dicom_port"],
+            ae_title="ABDUS",
+            evt_handlers=[(evt.EVT_ACSE_RECV, lambda event: answers.append(event.primitive))],
+        )
         assert assoc.is_rejected
+        # PS3.8 7.1.1.9: rejected-permanent (1), by the service-user (1), calling AE title
+        # not recognised (3)
+        reject = answers[-1]
+        assert (reject.result, reject.result_source, reject.diagnostic) == (1, 1, 3)
         rejected = [
             r for r in log_events(status["spool"], "association") if r["state"] == "rejected"
         ]
