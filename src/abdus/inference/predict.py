@@ -38,6 +38,7 @@ from abdus.inference.outputs import (
     measured_calipers,
     prediction_record,
     source_json,
+    withheld_measurements,
     write_csv,
     write_overlay,
     write_record,
@@ -281,6 +282,7 @@ class PredictSession:
             view=prediction.view,
             frame=item.image.frame,
             model_id=self.predictor.model_id,
+            withheld=withheld_measurements(prediction),
         )
 
 
