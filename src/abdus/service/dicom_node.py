@@ -19,26 +19,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import (
-    JPEG2000,
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
-    SecondaryCaptureImageStorage,
-)
+from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
@@ -53,25 +38,25 @@ from abdus.service.spool import Spool, fsync_dir, is_uid
 # multi-frame grey byte / grey word / true colour (the single-bit class is not read: 1 bit).
 ACCEPTED_SOP_CLASSES: tuple[str, ...] = (
     *ULTRASOUND_SOP_CLASSES,
-    SecondaryCaptureImageStorage,
+    uids.SecondaryCaptureImageStorage,
     "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte Secondary Capture
     "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word Secondary Capture
     "1.2.840.10008.5.1.4.1.1.7.4",  # Multi-frame True Color Secondary Capture
 )
 CANDIDATE_TRANSFER_SYNTAXES: tuple[str, ...] = (
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
+    uids.ExplicitVRLittleEndian,
+    uids.ImplicitVRLittleEndian,
+    uids.DeflatedExplicitVRLittleEndian,
+    uids.ExplicitVRBigEndian,
+    uids.JPEGBaseline8Bit,
+    uids.JPEGExtended12Bit,
+    uids.JPEGLossless,
+    uids.JPEGLosslessSV1,
+    uids.JPEGLSLossless,
+    uids.JPEGLSNearLossless,
+    uids.JPEG2000Lossless,
+    uids.JPEG2000,
+    uids.RLELossless,
 )
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
@@ -141,7 +126,7 @@ class DicomNode:
         for sop_class in ACCEPTED_SOP_CLASSES:
             self.ae.add_supported_context(sop_class, syntaxes)
         self.ae.add_supported_context(
-            Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+            Verification, [uids.ExplicitVRLittleEndian, uids.ImplicitVRLittleEndian]
         )
         self.server: ThreadedAssociationServer | None = None
 
