@@ -2,13 +2,16 @@
 # System tools abdus's tests use:
 #   dciodvfy (Debian package dicom3tools) validates the DICOM we write;
 #   echoscu, storescu, storescp (dcmtk) talk DICOM to `abdus serve`;
-#   Orthanc (orthanc) is the real PACS of the `abdus serve` round-trip test.
+#   Orthanc (orthanc) is the real PACS of the `abdus serve` round-trip test;
+#   chromium is the browser the `abdus review` page is tested in (through Playwright, which
+#   launches this chromium and downloads no browser of its own).
 # Installs only what is missing; quiet and idempotent. The tests start their own Orthanc with
 # their own configuration and never rely on the system service the package may start.
 set -euo pipefail
 
 # "command:package" pairs.
-tools=("dciodvfy:dicom3tools" "echoscu:dcmtk" "storescu:dcmtk" "storescp:dcmtk" "Orthanc:orthanc")
+tools=("dciodvfy:dicom3tools" "echoscu:dcmtk" "storescu:dcmtk" "storescp:dcmtk" "Orthanc:orthanc"
+  "chromium:chromium")
 missing=()
 for pair in "${tools[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 && continue
@@ -28,5 +31,5 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   rm -f "$log"
 else
   echo "note: ${missing[*]} not found and cannot apt-get here;" \
-    "the DICOM validation and DICOM-network tests that need them will be skipped" >&2
+    "the DICOM validation, DICOM-network and browser tests that need them will be skipped" >&2
 fi

@@ -1,0 +1,301 @@
+// abdus review: the work list, one item at a time, its calipers, and the save actions.
+// Landmarks are in source px; lengths in mm use the item's spacing_mm [row, col].
+
+import { api, ApiError } from "./api.js";
+import { Viewer } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+const PRELOADED_IMAGES = 6; // object URLs kept (current, neighbours); older ones are revoked
+
+const state = {
+  taxonomy: null,
+  list: [], // the work list as the API sorts it
+  item: null, // the item as loaded (GET /api/items/{id})
+  view: null, // the view chosen for it (may differ from item.view)
+  points: {}, // landmark -> {x, y} source px, of every task seen while editing this item
+  notMeasurable: new Set(),
+  loadSerial: 0,
+};
+const images = new Map(); // id -> Promise<object URL>
+const details = new Map(); // id -> Promise<item>, a preloaded item used once
+
+// Exposed for the browser test and the benchmark: the view transform and the time from each
+// navigation to its image being shown.
+const probe = { shownId: null, timings: [], viewer: null, state };
+window.abdusReview = probe;
+
+const viewer = new Viewer($("canvas"), { onMove: () => renderMeasurements() });
+probe.viewer = viewer;
+
+function imageUrl(id) {
+  if (!images.has(id)) {
+    images.set(id, api.image(id).catch((error) => { images.delete(id); throw error; }));
+    while (images.size > PRELOADED_IMAGES) {
+      const [oldest, url] = images.entries().next().value;
+      images.delete(oldest);
+      url.then((u) => URL.revokeObjectURL(u), () => {});
+    }
+  }
+  return images.get(id);
+}
+
+// Fetch the next item and decode its image ahead of time, so the next image shows fast.
+function preload(id) {
+  if (id == null) return;
+  if (!details.has(id)) details.set(id, api.item(id).catch(() => null));
+  imageUrl(id).then((url) => { const img = new Image(); img.src = url; return img.decode(); })
+    .catch(() => {});
+}
+
+function measurementsOf(view) {
+  const names = new Set(state.taxonomy.tasks[view] || []);
+  return state.taxonomy.measurements.filter((m) => m.landmarks.every((l) => names.has(l)));
+}
+
+// Where a landmark of the chosen view's task starts: the item's own data, else its original
+// prediction, else a default (long axes across the middle, short axes up and down).
+function placeLandmarks(view) {
+  const { width, height } = state.item;
+  measurementsOf(view).forEach((m, i) => {
+    m.landmarks.forEach((name, end) => {
+      if (state.points[name]) return;
+      const known = state.item.landmarks?.[name] || state.item.original?.landmarks?.[name];
+      if (known) {
+        state.points[name] = { x: known.x, y: known.y };
+      } else if (i % 2 === 0) {
+        state.points[name] = { x: width * (end ? 0.65 : 0.35), y: height * 0.5 };
+      } else {
+        state.points[name] = { x: width * 0.5, y: height * (end ? 0.65 : 0.35) };
+      }
+    });
+  });
+}
+
+function viewProbability(view) {
+  const probabilities = state.item.view_probabilities;
+  if (!probabilities) return view === state.item.view ? state.item.view_probability : null;
+  if (Array.isArray(probabilities)) return probabilities[state.taxonomy.views.indexOf(view)];
+  return probabilities[view];
+}
+
+function renderItemBar() {
+  const { item } = state;
+  $("item-name").textContent = item.name;
+  $("item-view").value = state.view;
+  const p = viewProbability(state.view);
+  $("view-probability").textContent = p == null ? "" : `p = ${Number(p).toFixed(3)}`;
+  $("item-status").textContent = item.status;
+  $("item-status").className = `status-${item.status}`;
+}
+
+function renderMeasurements() {
+  const body = $("measurements").tBodies[0];
+  body.innerHTML = "";
+  for (const m of measurementsOf(state.view)) {
+    const length = viewer.length(...m.landmarks);
+    const row = body.insertRow();
+    row.dataset.code = m.code;
+    row.insertCell().textContent = m.code;
+    const mm = row.insertCell();
+    mm.className = "mm";
+    mm.textContent = length ? `${length.value.toFixed(1)} ${length.unit}` : "–";
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = state.notMeasurable.has(m.code);
+    box.addEventListener("change", () => {
+      if (box.checked) state.notMeasurable.add(m.code); else state.notMeasurable.delete(m.code);
+      viewer.draw();
+    });
+    const label = document.createElement("label");
+    label.append(box, " not measurable");
+    row.insertCell().append(label);
+  }
+  $("spacing-note").textContent = state.item.spacing_mm
+    ? "" : "No pixel spacing: lengths in px, not mm.";
+}
+
+function renderCalipers() {
+  placeLandmarks(state.view);
+  const pairs = measurementsOf(state.view).map((m) => ({ code: m.code, a: m.landmarks[0],
+    b: m.landmarks[1] }));
+  viewer.setCalipers(pairs, state.points, state.notMeasurable, state.item.spacing_mm);
+  renderMeasurements();
+}
+
+function renderList() {
+  const list = $("items");
+  list.innerHTML = "";
+  for (const entry of state.list) {
+    const li = document.createElement("li");
+    li.dataset.id = entry.id;
+    li.className = entry.id === state.item?.id ? "current" : "";
+    const p = entry.view_probability == null ? "" : ` ${Number(entry.view_probability).toFixed(2)}`;
+    li.innerHTML = `<span class="name"></span><span class="status-${entry.status}">` +
+      `${entry.status}</span><span class="meta"></span>`;
+    li.querySelector(".name").textContent = entry.name;
+    li.querySelector(".meta").textContent = `${entry.view}${p}`;
+    li.addEventListener("click", () => openItem(entry.id));
+    list.append(li);
+  }
+  $("list-total").textContent = `${state.list.length} of ${state.total ?? state.list.length}`;
+}
+
+function banner(text, { reload = false, info = false } = {}) {
+  $("banner").hidden = !text;
+  $("banner").className = info ? "info" : "";
+  $("banner-text").textContent = text || "";
+  $("banner-reload").hidden = !reload;
+}
+
+function neighbour(step) {
+  const index = state.list.findIndex((entry) => entry.id === state.item?.id);
+  if (index >= 0) return state.list[index + step]?.id ?? null;
+  return step > 0 ? state.item?.next_id ?? null : state.item?.previous_id ?? null;
+}
+
+async function openItem(id, { fresh = false } = {}) {
+  const serial = ++state.loadSerial;
+  const started = performance.now();
+  let pending = fresh ? null : details.get(id);
+  details.delete(id);
+  try {
+    const [item, url] = await Promise.all([(pending && await pending) || api.item(id),
+      imageUrl(id)]);
+    if (serial !== state.loadSerial) return; // the user has moved on
+    Object.assign(state, { item, view: item.view, points: {},
+      notMeasurable: new Set(item.not_measurable || []) });
+    banner("");
+    $("save-state").textContent = "";
+    $("comment").value = item.comment || "";
+    renderItemBar();
+    renderCalipers();
+    for (const li of $("items").children) {
+      li.className = li.dataset.id === String(item.id) ? "current" : "";
+      if (li.className) li.scrollIntoView({ block: "nearest" });
+    }
+    await viewer.show(url, item.width, item.height);
+    viewer.draw();
+    if (serial !== state.loadSerial) return;
+    probe.shownId = item.id;
+    probe.timings.push({ id: item.id, ms: performance.now() - started });
+    preload(neighbour(+1));
+    preload(neighbour(-1));
+  } catch (error) {
+    if (serial === state.loadSerial) banner(`Could not open ${id}: ${error.message}`);
+  }
+}
+
+function edits() {
+  const names = state.taxonomy.tasks[state.view] || [];
+  const landmarks = Object.fromEntries(names.filter((n) => state.points[n])
+    .map((n) => [n, { x: state.points[n].x, y: state.points[n].y }]));
+  const codes = new Set(measurementsOf(state.view).map((m) => m.code));
+  return { view: state.view, landmarks,
+    not_measurable: [...state.notMeasurable].filter((c) => codes.has(c)),
+    comment: $("comment").value };
+}
+
+// Corrected when the result differs from the prediction (view, a landmark, a measurement
+// marked not measurable), accepted otherwise.
+function statusOf(body) {
+  const original = state.item.original || state.item;
+  const moved = Object.entries(body.landmarks).some(([name, p]) => {
+    const o = original.landmarks?.[name];
+    return !o || Math.hypot(p.x - o.x, p.y - o.y) > 1e-6;
+  });
+  const changed = body.view !== original.view || moved || body.not_measurable.length > 0;
+  return changed ? "corrected" : "accepted";
+}
+
+async function save(status) {
+  if (!state.item) return false;
+  const body = edits();
+  const item = state.item;
+  const request = { version: item.version, status: status || statusOf(body), ...body };
+  $("save-state").textContent = "saving…";
+  try {
+    const saved = await api.save(item.id, request);
+    Object.assign(item, { version: saved.version, status: request.status, view: body.view,
+      landmarks: body.landmarks, not_measurable: body.not_measurable, comment: body.comment,
+      measurements_mm: saved.measurements_mm });
+    const entry = state.list.find((e) => e.id === item.id);
+    if (entry) Object.assign(entry, { status: request.status, version: saved.version,
+      view: body.view });
+    details.delete(item.id);
+    if (state.item === item) {
+      renderItemBar();
+      $("save-state").textContent = `saved (${request.status}, version ${saved.version})`;
+    }
+    renderList();
+    return true;
+  } catch (error) {
+    $("save-state").textContent = "";
+    if (error instanceof ApiError && error.status === 409) {
+      banner(`Not saved: ${error.message}`, { reload: true });
+    } else {
+      banner(`Not saved: ${error.message}`);
+    }
+    return false;
+  }
+}
+
+function go(step) {
+  const id = neighbour(step);
+  if (id != null) openItem(id);
+}
+
+async function accept() {
+  if (await save()) go(+1);
+}
+
+async function loadList() {
+  const data = await api.items($("filter-view").value, $("filter-status").value);
+  state.list = data.items;
+  state.total = data.total;
+  renderList();
+}
+
+function onKey(event) {
+  const tag = event.target.tagName;
+  if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || event.ctrlKey ||
+      event.metaKey || event.altKey) return;
+  const action = { a: accept, n: () => go(+1), ArrowRight: () => go(+1), p: () => go(-1),
+    ArrowLeft: () => go(-1) }[event.key];
+  if (action) {
+    event.preventDefault();
+    action();
+  }
+}
+
+function fillSelect(select, values) {
+  for (const value of values) select.append(new Option(value, value));
+}
+
+async function main() {
+  try {
+    state.taxonomy = await api.taxonomy();
+  } catch (error) {
+    banner(`Cannot reach the review server: ${error.message}`);
+    return;
+  }
+  fillSelect($("filter-view"), state.taxonomy.views);
+  fillSelect($("item-view"), state.taxonomy.views);
+  $("filter-view").addEventListener("change", loadList);
+  $("filter-status").addEventListener("change", loadList);
+  $("item-view").addEventListener("change", () => {
+    state.view = $("item-view").value;
+    renderItemBar();
+    renderCalipers();
+  });
+  $("accept").addEventListener("click", accept);
+  $("save").addEventListener("click", () => save());
+  $("reject").addEventListener("click", () => save("rejected"));
+  $("banner-reload").addEventListener("click", () => openItem(state.item.id, { fresh: true }));
+  $("comment").addEventListener("keydown", (e) => e.stopPropagation());
+  document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", () => viewer.fit());
+  await loadList();
+  if (state.list.length) await openItem(state.list[0].id);
+}
+
+main();
