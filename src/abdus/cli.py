@@ -82,6 +82,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return _call("abdus.service.serve:run_serve", args, "model spool", keywords)
 
 
+def _cmd_review(args: argparse.Namespace) -> int:
+    keywords = "port host token_file reviewer"
+    return _call("abdus.review.app:run_review", args, "source out", keywords)
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from abdus.inference.compare import format_cost
 
@@ -287,6 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-upload-mb", type=float, default=64.0, help="POST /predict size limit")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("review", help="browser page to check and correct calipers")
+    p.add_argument("source", metavar="SOURCE", help="abdus predict output folder, or a dataset")
+    p.add_argument("--out", required=True, metavar="REVIEWED", help="reviewed dataset folder")
+    p.add_argument("--port", type=int, default=8765, help="HTTP port (default 8765; 0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
+    p.add_argument("--token-file", default=None, help="bearer token file (needed off loopback)")
+    p.add_argument("--reviewer", default=None, help="reviewer name (default: the login name)")
+    p.set_defaults(func=_cmd_review)
 
     p = sub.add_parser("demo", help="generate, train, evaluate and report on synthetic data")
     p.add_argument(

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,7 @@ def build_sr(
     withheld: Mapping[str, str] | None = None,
     series_instance_uid: str | None = None,
     instance_number: int = 1,
+    verification: Verification | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """The SR dataset for one image (``frame`` 0-based) of ``source`` (a header dataset).
 
@@ -161,7 +163,8 @@ def build_sr(
     it has no value (recorded without coordinates or number). A caliper with an end off the
     image is recorded as withheld too. The frame number is referenced only for multi-frame
     sources. The document follows IHE AI Results: algorithm name, version and model id in every
-    group, VerificationFlag UNVERIFIED, the source in CurrentRequestedProcedureEvidenceSequence.
+    group, VerificationFlag UNVERIFIED (VERIFIED with ``verification``: a person checked it),
+    the source in CurrentRequestedProcedureEvidenceSequence.
     """
     view_by_name(view)
     multi_frame = int(source.get("NumberOfFrames", 1) or 1) > 1
@@ -197,8 +200,13 @@ def build_sr(
         series_description="abdus measurements",
         performed_procedure_codes=[US_OF_ABDOMEN],
         is_complete=True,
-        is_verified=False,
+        is_verified=verification is not None,
+        verifying_observer_name=None if verification is None else verification.observer_name,
+        verifying_organization=None if verification is None else verification.organization,
     )
+    if verification is not None:  # highdicom stamps "now"; record when the person checked it
+        stamp = verification.time.strftime("%Y%m%d%H%M%S")
+        sr.VerifyingObserverSequence[0].VerificationDateTime = stamp
     scheme = pydicom.Dataset()  # PS3.3 C.12.1.1.2.1: identify the private coding scheme
     scheme.CodingSchemeDesignator = PRIVATE_SCHEME
     scheme.CodingSchemeName = "abdus standard abdominal ultrasound views"
@@ -216,11 +224,21 @@ def write_sr(
     frame: int = 0,
     model_id: str = "",
     withheld: Mapping[str, str] | None = None,
+    verification: Verification | None = None,
 ) -> Path:
     """Write the SR of one image of the DICOM file ``source_path`` atomically; returns ``path``
-    (``withheld``: measurement code -> why it has no value, see ``build_sr``)."""
+    (``withheld``: measurement code -> why it has no value; ``verification``: who checked it;
+    see ``build_sr``)."""
     header = read_source_header(source_path)
-    sr = build_sr(header, calipers, view=view, frame=frame, model_id=model_id, withheld=withheld)
+    sr = build_sr(
+        header,
+        calipers,
+        view=view,
+        frame=frame,
+        model_id=model_id,
+        withheld=withheld,
+        verification=verification,
+    )
     path = Path(path)
     with atomic_path(path) as tmp:
         sr.save_as(tmp, enforce_file_format=True)
@@ -228,6 +246,17 @@ def write_sr(
 
 
 # ------------------------------------------------------------------------------ reading back
+@dataclass(frozen=True)
+class Verification:
+    """The person who checked the measurements (``abdus review``): the SR is then VERIFIED,
+    naming the observer (a person name, ``Last^First``), the organisation and the time
+    (PS3.3 C.17.2, Verifying Observer Sequence)."""
+
+    observer_name: str
+    organization: str
+    time: datetime
+
+
 @dataclass(frozen=True)
 class SrReport:
     """What an abdus SR holds, as ``write_sr`` was given it.
@@ -336,6 +365,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "CaliperMeasurement",
     "SrReport",
+    "Verification",
     "build_sr",
     "is_sr_document",
     "read_source_header",
