@@ -19,9 +19,9 @@ const state = {
 const images = new Map(); // id -> Promise<object URL>
 const details = new Map(); // id -> Promise<item>, a preloaded item used once
 
-// Exposed for the browser test and the benchmark: the view transform and the time from each
-// navigation to its image being shown.
-const probe = { shownId: null, timings: [], viewer: null, state };
+// Exposed for the browser test and the benchmark: the view transform, and for each image shown
+// the ms since its navigation began and since the key press that led to it (ms).
+const probe = { shownId: null, timings: [], keyAt: null, viewer: null, state };
 window.abdusReview = probe;
 
 const viewer = new Viewer($("canvas"), { onMove: () => renderMeasurements() });
@@ -162,8 +162,10 @@ async function openItem(id, { fresh = false } = {}) {
     const [item, url] = await Promise.all([(pending && await pending) || api.item(id),
       imageUrl(id)]);
     if (serial !== state.loadSerial) return; // the user has moved on
-    Object.assign(state, { item, view: item.view, points: {},
-      notMeasurable: new Set(item.not_measurable || []) });
+    // A measurement whose landmarks the item lacks starts as not measurable (its calipers are
+    // still drawn at default places, to be used if the reader unticks it).
+    Object.assign(state, { item, view: item.view, points: {}, notMeasurable: new Set([
+      ...(item.not_measurable || []), ...unmeasured(item.view, item.landmarks)]) });
     banner("");
     $("save-state").textContent = "";
     $("comment").value = item.comment || "";
@@ -177,7 +179,10 @@ async function openItem(id, { fresh = false } = {}) {
     viewer.draw();
     if (serial !== state.loadSerial) return;
     probe.shownId = item.id;
-    probe.timings.push({ id: item.id, ms: performance.now() - started });
+    const now = performance.now();
+    probe.timings.push({ id: item.id, ms: now - started,
+      sinceKey: probe.keyAt === null ? null : now - probe.keyAt });
+    probe.keyAt = null;
     preload(neighbour(+1));
     preload(neighbour(-1));
   } catch (error) {
@@ -195,16 +200,27 @@ function edits() {
     comment: $("comment").value };
 }
 
-// Corrected when the result differs from the prediction (view, a landmark, a measurement
-// marked not measurable), accepted otherwise.
+// Codes of the view's measurements that lack a landmark in ``landmarks`` (not measured).
+function unmeasured(view, landmarks) {
+  return measurementsOf(view).filter((m) => m.landmarks.some((n) => !landmarks?.[n]))
+    .map((m) => m.code);
+}
+
+// Corrected when the result differs from the prediction (the view, the set of measurements
+// marked not measurable, or an end of a measured caliper), accepted otherwise.
 function statusOf(body) {
   const original = state.item.original || state.item;
-  const moved = Object.entries(body.landmarks).some(([name, p]) => {
-    const o = original.landmarks?.[name];
-    return !o || Math.hypot(p.x - o.x, p.y - o.y) > 1e-6;
-  });
-  const changed = body.view !== original.view || moved || body.not_measurable.length > 0;
-  return changed ? "corrected" : "accepted";
+  if (body.view !== original.view) return "corrected";
+  const before = new Set([...unmeasured(original.view, original.landmarks),
+    ...(original.not_measurable || [])]);
+  const after = new Set(body.not_measurable);
+  if (before.size !== after.size || [...after].some((c) => !before.has(c))) return "corrected";
+  const moved = measurementsOf(body.view).filter((m) => !after.has(m.code))
+    .flatMap((m) => m.landmarks).some((name) => {
+      const p = body.landmarks[name], o = original.landmarks[name];
+      return Math.hypot(p.x - o.x, p.y - o.y) > 1e-6;
+    });
+  return moved ? "corrected" : "accepted";
 }
 
 async function save(status) {
@@ -263,6 +279,7 @@ function onKey(event) {
     ArrowLeft: () => go(-1) }[event.key];
   if (action) {
     event.preventDefault();
+    probe.keyAt = performance.now();
     action();
   }
 }
