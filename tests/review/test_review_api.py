@@ -230,6 +230,13 @@ def test_bad_saves_are_400_naming_the_field(client, change, needle):
     assert reply.status_code == 400 and needle in reply.json()["detail"]
 
 
+def test_the_page_and_its_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert client.get("/static/index.html").content == page.content
+    assert client.get("/static/no-such-file.js").status_code == 404
+
+
 def test_traversal_and_unknown_ids_are_refused(client):
     for path in (
         "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/pyproject.toml",
@@ -321,7 +328,7 @@ def test_the_server_listens_on_a_free_port_and_says_where(predictions, tmp_path)
     finally:
         stop.set()
         thread.join(timeout=20)
-    assert not thread.is_alive()
+    assert not thread.is_alive() and not (out / "review.json").exists()
 
 
 def test_another_host_needs_a_token_file(predictions, tmp_path):

@@ -191,8 +191,8 @@ def run_review(
     """Serve the review of ``source`` into ``out`` until SIGTERM / SIGINT or ``stop``; 0.
 
     ``port`` 0 picks a free port. Once listening, ``out/review.json`` holds
-    ``{"pid", "host", "port"}`` (written atomically). A host other than loopback needs
-    ``token_file``. AbdusInputError for a bad SOURCE, token file or address."""
+    ``{"pid", "host", "port"}`` (written atomically, removed on a clean stop). A host other
+    than loopback needs ``token_file``. AbdusInputError for a bad SOURCE, token file or address."""
     if token_file is None and not is_loopback(host):
         raise AbdusInputError(f"--host {host} is not loopback: give --token-file too")
     token = None if token_file is None else read_token(token_file)
@@ -220,4 +220,5 @@ def run_review(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        (store.out / STATUS_NAME).unlink(missing_ok=True)
     return 0
