@@ -5,7 +5,7 @@ under new ids, so every item is decoded by the server like a new image), starts
 ``abdus review`` on 127.0.0.1, opens the page in Debian's chromium (headless, Playwright) and
 presses ``a`` (accept, save, next) ``--accept`` times. For each press the page records the ms
 from the key press to the ``load`` of the next item's image; the script prints the median, p95
-and max, and the machine, as JSON.
+and max (and the same of the save alone, the POST of each accept), and the machine, as JSON.
 
     .venv/bin/python scripts/bench_review.py                       # 1000 items, 50 accepted
     .venv/bin/python scripts/bench_review.py --screenshot docs/review.png
@@ -111,6 +111,7 @@ def bench(items: int, accept: int, patients: int, shot: Path | None) -> dict[str
                         "n => window.abdusReview.timings.length > n", arg=done, timeout=30_000
                     )
                     waits.append(page.evaluate("window.abdusReview.timings.at(-1).sinceKey"))
+                saves = page.evaluate("window.abdusReview.saveMs")
                 statuses: dict[str, int] = {}
                 for entry in page.evaluate("window.abdusReview.state.list"):
                     statuses[entry["status"]] = statuses.get(entry["status"], 0) + 1
@@ -125,6 +126,10 @@ def bench(items: int, accept: int, patients: int, shot: Path | None) -> dict[str
             "median": round(statistics.median(waits), 1),
             "p95": round(percentile(waits, 0.95), 1),
             "max": round(max(waits), 1),
+        },
+        "ms_of_save": {
+            "median": round(statistics.median(saves), 1),
+            "p95": round(percentile(saves, 0.95), 1),
         },
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),

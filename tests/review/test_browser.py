@@ -1,7 +1,7 @@
 """The review page in a real browser (Debian chromium, headless, through Playwright) against a
 real ``abdus review``: drag a kidney caliper end by a known number of screen px, save, and find
 the moved landmark (source px), its length (mm) and the kept prediction in REVIEWED/manifest.json;
-then two saves from one stale version, the second shown as a conflict."""
+then two saves from one stale version, the second shown as a conflict; then the export."""
 
 from __future__ import annotations
 
@@ -129,3 +129,10 @@ def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     stale.click("#banner-reload")
     stale.wait_for_selector("#banner", state="hidden")
     assert stale.evaluate("window.abdusReview.state.item.version") == served["version"]
+
+    page.click("#export")
+    page.wait_for_function(
+        "document.querySelector('#banner-text').textContent.startsWith('Export')"
+    )
+    assert page.inner_text("#banner-text").startswith("Exported")
+    assert item_id in (out / "exports" / "measurements.csv").read_text()

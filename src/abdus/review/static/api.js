@@ -43,6 +43,7 @@ export const api = {
     const blob = await (await request(`/api/items/${encodeURIComponent(id)}/image`)).blob();
     return URL.createObjectURL(blob);
   },
+  exportAll: async () => (await request("/api/export", { method: "POST" })).json(),
   save: async (id, body) =>
     (await request(`/api/items/${encodeURIComponent(id)}`, {
       method: "POST",

@@ -20,8 +20,8 @@ const images = new Map(); // id -> Promise<object URL>
 const details = new Map(); // id -> Promise<item>, a preloaded item used once
 
 // Exposed for the browser test and the benchmark: the view transform, and for each image shown
-// the ms since its navigation began and since the key press that led to it (ms).
-const probe = { shownId: null, timings: [], keyAt: null, viewer: null, state };
+// the ms since its navigation began and since the key press that led to it; each save's ms.
+const probe = { shownId: null, timings: [], saveMs: [], keyAt: null, viewer: null, state };
 window.abdusReview = probe;
 
 const viewer = new Viewer($("canvas"), { onMove: () => renderMeasurements() });
@@ -122,6 +122,14 @@ function renderCalipers() {
   renderMeasurements();
 }
 
+function fillEntry(li, entry) {
+  const p = entry.view_probability == null ? "" : ` ${Number(entry.view_probability).toFixed(2)}`;
+  li.innerHTML = `<span class="name"></span><span class="status-${entry.status}">` +
+    `${entry.status}</span><span class="meta"></span>`;
+  li.querySelector(".name").textContent = entry.name;
+  li.querySelector(".meta").textContent = `${entry.view}${p}`;
+}
+
 function renderList() {
   const list = $("items");
   list.innerHTML = "";
@@ -129,11 +137,7 @@ function renderList() {
     const li = document.createElement("li");
     li.dataset.id = entry.id;
     li.className = entry.id === state.item?.id ? "current" : "";
-    const p = entry.view_probability == null ? "" : ` ${Number(entry.view_probability).toFixed(2)}`;
-    li.innerHTML = `<span class="name"></span><span class="status-${entry.status}">` +
-      `${entry.status}</span><span class="meta"></span>`;
-    li.querySelector(".name").textContent = entry.name;
-    li.querySelector(".meta").textContent = `${entry.view}${p}`;
+    fillEntry(li, entry);
     li.addEventListener("click", () => openItem(entry.id));
     list.append(li);
   }
@@ -229,20 +233,24 @@ async function save(status) {
   const item = state.item;
   const request = { version: item.version, status: status || statusOf(body), ...body };
   $("save-state").textContent = "saving…";
+  const started = performance.now();
   try {
     const saved = await api.save(item.id, request);
+    probe.saveMs.push(performance.now() - started);
     Object.assign(item, { version: saved.version, status: request.status, view: body.view,
       landmarks: body.landmarks, not_measurable: body.not_measurable, comment: body.comment,
       measurements_mm: saved.measurements_mm });
     const entry = state.list.find((e) => e.id === item.id);
-    if (entry) Object.assign(entry, { status: request.status, version: saved.version,
-      view: body.view });
+    if (entry) {
+      Object.assign(entry, { status: request.status, version: saved.version, view: body.view });
+      const li = $("items").querySelector(`li[data-id="${CSS.escape(String(item.id))}"]`);
+      if (li) fillEntry(li, entry); // one row, not the whole list of maybe thousands
+    }
     details.delete(item.id);
     if (state.item === item) {
       renderItemBar();
       $("save-state").textContent = `saved (${request.status}, version ${saved.version})`;
     }
-    renderList();
     return true;
   } catch (error) {
     $("save-state").textContent = "";
@@ -262,6 +270,17 @@ function go(step) {
 
 async function accept() {
   if (await save()) go(+1);
+}
+
+async function exportReview() {
+  banner("exporting…", { info: true });
+  try {
+    const written = await api.exportAll();
+    banner(`Exported ${written.csv}, ${written.coco} and ${written.sr.length} verified SRs`,
+      { info: true });
+  } catch (error) {
+    banner(`Export failed: ${error.message}`);
+  }
 }
 
 async function loadList() {
@@ -305,6 +324,7 @@ async function main() {
     renderCalipers();
   });
   $("accept").addEventListener("click", accept);
+  $("export").addEventListener("click", exportReview);
   $("save").addEventListener("click", () => save());
   $("reject").addEventListener("click", () => save("rejected"));
   $("banner-reload").addEventListener("click", () => openItem(state.item.id, { fresh: true }));
