@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from abdus.errors import AbdusInputError
 from abdus.io.coco import import_coco_keypoints
-from abdus.io.manifest import image_geometry, load_manifest
+from abdus.io.manifest import Manifest, Read, image_geometry, load_manifest, save_manifest
 from abdus.io.reader import read_frame
 from abdus.phantom.generate import generate_cohort
 from abdus.review.app import create_review_app, run_review
@@ -299,12 +301,25 @@ def test_exports_csv_coco_and_verified_sr(client, store):
 
 
 def test_a_labelled_dataset_shows_both_readers_and_ranks_disagreement(cohort, tmp_path):
-    store = ReviewStore(cohort, tmp_path / "reviewed")
-    assert len(store.items) == 26
+    manifest = load_manifest(cohort)
+    records = [
+        replace(r, file=os.path.relpath(cohort / r.file, tmp_path)) for r in manifest.records
+    ]
+    agreed = next(i for i, r in enumerate(records) if r.view == "liver_right_trans")
+    records[agreed] = replace(records[agreed], second_read=Read("liver_right_trans", {}))
+    disputed = next(i for i, r in enumerate(records) if r.view == "liver_left_long")
+    records[disputed] = replace(records[disputed], second_read=Read("others", {}))
+    save_manifest(Manifest(tmp_path, records), tmp_path)
+
+    store = ReviewStore(tmp_path, tmp_path / "reviewed")
+    assert len(store.items) == len(records)
     with_b = [item for item in store.items if item.record.second_read is not None]
     assert with_b and all("second_read" in item.original for item in with_b)
-    top = store.order[0]
-    assert top.priority >= max(item.priority for item in store.items)
+    by_name = {item.name: item for item in store.items}
+    assert by_name[records[disputed].id].priority == 1.0
+    assert by_name[records[agreed].id].priority == 0.0
+    priorities = [item.priority for item in store.order]
+    assert priorities == sorted(priorities, reverse=True)
     client = TestClient(create_review_app(store))
     others = sum(1 for item in store.items if item.original["view"] == "others")
     assert client.get("/api/items?view=others").json()["total"] == others > 0
@@ -329,6 +344,17 @@ def test_the_server_listens_on_a_free_port_and_says_where(predictions, tmp_path)
         stop.set()
         thread.join(timeout=20)
     assert not thread.is_alive() and not (out / "review.json").exists()
+
+
+def test_an_image_that_is_gone_is_a_clear_400(predictions, tmp_path):
+    folder = tmp_path / "predictions"
+    shutil.copytree(predictions, folder)
+    record = json.loads((folder / "sure.json").read_text())
+    record["source"]["file"] = str(tmp_path / "gone.dcm")
+    (folder / "sure.json").write_text(json.dumps(record))
+    client = TestClient(create_review_app(ReviewStore(folder, tmp_path / "reviewed")))
+    reply = client.get("/api/items/sure/image")
+    assert reply.status_code == 400 and "gone.dcm" in reply.json()["detail"]
 
 
 def test_another_host_needs_a_token_file(predictions, tmp_path):

@@ -94,6 +94,10 @@ def create_review_app(
             return JSONResponse({"detail": detail}, status_code=413)
         return await call_next(request)
 
+    @app.exception_handler(AbdusInputError)
+    async def unreadable(request: Request, error: AbdusInputError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)  # e.g. an image gone
+
     def item_or_404(item_id: str) -> str:
         if item_id not in store.by_id:
             raise HTTPException(404, f"no item {item_id!r}")
@@ -157,10 +161,7 @@ def create_review_app(
 
     @app.post("/api/export")
     async def export() -> dict[str, Any]:
-        try:
-            return await run_in_threadpool(export_review, store)
-        except AbdusInputError as error:
-            raise HTTPException(400, str(error)) from None
+        return await run_in_threadpool(export_review, store)
 
     return app
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from abdus.errors import AbdusInputError
-from abdus.inference.outputs import UniqueNames
+from abdus.io.dicom import read_dicom_header
 from abdus.io.manifest import MANIFEST_NAME, ImageRecord, load_manifest
+from abdus.io.reader import sniff_format
+from abdus.io.us_regions import choose_tissue_region, resolve_spacing
 from abdus.measurements import measurements_from_landmarks
 from abdus.review.priority import priority, readers_disagree
 from abdus.taxonomy import VIEW_NAMES, landmarks_of_view, measurements_of_view
@@ -44,8 +46,20 @@ class ReviewItem:
         return self.original.get("view_probability")
 
 
-def _safe_id(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "item"
+class UniqueIds:
+    """URL-safe item ids, each handed out once (a repeat gets ``_2``, ``_3`` ...)."""
+
+    def __init__(self) -> None:
+        self._used: set[str] = set()
+
+    def take(self, name: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".") or "item"
+        candidate, k = base, 1
+        while candidate in self._used:
+            k += 1
+            candidate = f"{base}_{k}"
+        self._used.add(candidate)
+        return candidate
 
 
 def _spacing(value: Any) -> tuple[float, float] | None:
@@ -69,9 +83,7 @@ def view_measurements(
     return {m.code: measured.get(m.code) for m in measurements_of_view(view)}
 
 
-def _prediction_item(
-    path: Path, name: str, record: dict[str, Any], names: UniqueNames
-) -> ReviewItem:
+def _prediction_item(path: Path, name: str, record: dict[str, Any], names: UniqueIds) -> ReviewItem:
     view = record["view"]
     if view not in VIEW_NAMES:
         raise AbdusInputError(f"unknown view {view!r}", path)
@@ -103,7 +115,7 @@ def _prediction_item(
         disagreement=False,
     )
     return ReviewItem(
-        id=names.take(_safe_id(name)),
+        id=names.take(name),
         name=name,
         file=file,
         frame=int(source.get("frame") or 0),
@@ -116,7 +128,7 @@ def _prediction_item(
 
 
 def _load_predictions(folder: Path, skip: Path) -> list[ReviewItem]:
-    items, names = [], UniqueNames()
+    items, names = [], UniqueIds()
     for path in sorted(folder.rglob("*.json")):
         if path.name.startswith(".") or skip in path.parents or path.name == MANIFEST_NAME:
             continue
@@ -134,15 +146,30 @@ def _load_predictions(folder: Path, skip: Path) -> list[ReviewItem]:
     return items
 
 
-def _dataset_item(record: ImageRecord, root: Path, names: UniqueNames) -> ReviewItem:
+def file_spacing(path: Path) -> tuple[float, float] | None:
+    """A DICOM file's spacing (row_mm, col_mm) from its header only, as ``abdus predict``
+    would use it (the tissue region's, else PixelSpacing); None for other files or none."""
+    try:
+        if sniff_format(path) != "dicom":
+            return None
+        header = read_dicom_header(path)
+    except (AbdusInputError, OSError):
+        return None  # an unreadable file shows its error when the item is opened
+    region, _ = choose_tissue_region(header.region_entries)
+    return resolve_spacing(region, header.pixel_spacing, None, "manifest")[0]
+
+
+def _dataset_item(record: ImageRecord, root: Path, names: UniqueIds) -> ReviewItem:
     reference, second = record.reference, record.second_read
     landmarks = {
         lm: {"x": x, "y": y, "confidence": None} for lm, (x, y) in reference.landmarks.items()
     }
-    measured = view_measurements(reference.view, reference.landmarks, record.spacing_mm)
+    file = (root / record.file).resolve()
+    spacing = record.spacing_mm or file_spacing(file)  # for the work list's ranges only
+    measured = view_measurements(reference.view, reference.landmarks, spacing)
     disagree = False
     if second is not None:
-        mm_b = view_measurements(second.view, second.landmarks, record.spacing_mm)
+        mm_b = view_measurements(second.view, second.landmarks, spacing)
         disagree = readers_disagree(reference.view, second.view, measured, mm_b)
     original = {
         "view": reference.view,
@@ -164,9 +191,9 @@ def _dataset_item(record: ImageRecord, root: Path, names: UniqueNames) -> Review
         disagreement=disagree,
     )
     return ReviewItem(
-        id=names.take(_safe_id(record.id)),
+        id=names.take(record.id),
         name=record.id,
-        file=(root / record.file).resolve(),
+        file=file,
         frame=record.frame,
         patient_id=record.patient_id,
         spacing_mm=record.spacing_mm,
@@ -184,7 +211,7 @@ def load_items(source: str | Path, out: str | Path) -> list[ReviewItem]:
         raise AbdusInputError("SOURCE must be a folder of predictions or a dataset", folder)
     if (folder / MANIFEST_NAME).is_file():
         manifest = load_manifest(folder, check_files=False)
-        names = UniqueNames()
+        names = UniqueIds()
         return [_dataset_item(record, manifest.root, names) for record in manifest.records]
     items = _load_predictions(folder, Path(out).absolute())
     if not items:
