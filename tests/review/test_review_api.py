@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from fastapi.testclient import TestClient
 
+from abdus.cli import main
 from abdus.errors import AbdusInputError
 from abdus.io.coco import import_coco_keypoints
 from abdus.io.manifest import Manifest, Read, image_geometry, load_manifest, save_manifest
@@ -360,6 +361,13 @@ def test_an_image_that_is_gone_is_a_clear_400(predictions, tmp_path):
 def test_another_host_needs_a_token_file(predictions, tmp_path):
     with pytest.raises(AbdusInputError, match="token-file"):
         run_review(predictions, tmp_path / "reviewed", host="0.0.0.0", port=0)
+
+
+def test_the_cli_refuses_another_host_without_a_token_in_one_line(predictions, tmp_path, capsys):
+    argv = ["review", str(predictions), "--out", str(tmp_path / "r"), "--host", "0.0.0.0"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "--token-file" in error and error.count("\n") == 1
 
 
 @pytest.mark.slow
