@@ -71,11 +71,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def screenshot(page, path: Path) -> None:
-    """The page on the first kidney long view, one caliper end dragged (not saved)."""
+    """The page on the first measurable kidney long view, one caliper end dragged (not saved)."""
     items = page.evaluate("window.abdusReview.state.list")
-    kidney = next(i for i in items if i["view"] in ("kidney_right_long", "kidney_left_long"))
-    page.click(f'#items li[data-id="{kidney["id"]}"]')
-    support.wait_shown(page, kidney["id"])
+    for entry in [i for i in items if i["view"] in ("kidney_right_long", "kidney_left_long")]:
+        page.click(f'#items li[data-id="{entry["id"]}"]')
+        support.wait_shown(page, entry["id"])
+        if page.evaluate("window.abdusReview.state.notMeasurable.size") == 0:
+            break
     box = page.locator('circle[data-landmark="kl_la_1"]').bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x, y)

@@ -94,8 +94,9 @@ export class Viewer {
         <line x1="${p.x}" y1="${p.y}" x2="${q.x}" y2="${q.y}"${off}></line>
         <circle data-landmark="${pair.a}" cx="${p.x}" cy="${p.y}" r="${r}"></circle>
         <circle data-landmark="${pair.b}" cx="${q.x}" cy="${q.y}" r="${r}"></circle>
-        <text x="${q.x + 1.5 * r}" y="${q.y - 1.5 * r}" font-size="${13 / this.view.scale}"
-          style="stroke-width:${3 / this.view.scale}px">${label}</text></g>`);
+        <text x="${q.x + 1.5 * r}" y="${q.y - 1.5 * r}"
+          style="font-size:${13 / this.view.scale}px;stroke-width:${3 / this.view.scale}px"
+          >${label}</text></g>`);
     }
     this.layer.innerHTML = parts.join("");
   }
