@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,23 +18,29 @@ ABDUS = [sys.executable, "-m", "abdus.cli"]
 
 
 def start_review(
-    source: Path, out: Path, *, timeout_s: float = 60.0
+    source: Path, out: Path, *, token_file: Path | None = None, timeout_s: float = 60.0
 ) -> tuple[subprocess.Popen, str]:
     """``abdus review SOURCE --out OUT --port 0`` on 127.0.0.1; returns (process, base URL)."""
+    command = [*ABDUS, "review", str(source), "--out", str(out), "--port", "0"]
+    command += ["--host", "127.0.0.1"]
+    if token_file is not None:
+        command += ["--token-file", str(token_file)]
+    # stderr to a file, not a pipe: a pipe nobody reads would block a chatty server.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop_review)
     process = subprocess.Popen(
-        [*ABDUS, "review", str(source), "--out", str(out), "--port", "0", "--host", "127.0.0.1"],
+        command,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,  # its own process group, so teardown reaches every child
     )
+    process.log = log
     info = out / "review.json"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"abdus review exited {process.returncode}: "
-                f"{process.stderr.read().decode(errors='replace')[-2000:]}"
-            )
+            log.seek(0)
+            stderr = log.read().decode(errors="replace")[-2000:]
+            raise RuntimeError(f"abdus review exited {process.returncode}: {stderr}")
         if info.is_file():
             try:
                 port = json.loads(info.read_text())["port"]
@@ -56,8 +63,9 @@ def stop_review(process: subprocess.Popen, *, grace_s: float = 10.0) -> None:
             process.wait(timeout=grace_s)
         except ProcessLookupError:
             pass
-    if process.stderr is not None:
-        process.stderr.close()
+    log = getattr(process, "log", None)
+    if log is not None:
+        log.close()
 
 
 def chromium_path() -> str | None:

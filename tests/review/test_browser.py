@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,22 +27,24 @@ if support.chromium_path() is None:
         allow_module_level=True,
     )
 
+TOKEN = "review-test-token"
 DRAG_PX = (60, -25)  # screen (CSS) px; the page is at device scale 1
 KIDNEY_LONG = ("kidney_right_long", "kidney_left_long")
 
 
 @pytest.fixture(scope="module")
 def review(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """``abdus review`` over one generated patient (PNG): (base URL, REVIEWED folder)."""
+    """``abdus review`` over one generated patient (PNG) with a token: (base URL, REVIEWED)."""
     root = tmp_path_factory.mktemp("review")
     source, out = root / "cohort", root / "reviewed"
+    (root / "token").write_text(TOKEN + "\n")
     subprocess.run(
         [*support.ABDUS, "generate", str(source), "--patients", "1", "--format", "png"],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    process, base = support.start_review(source, out)
+    process, base = support.start_review(source, out, token_file=root / "token")
     try:
         yield base, out
     finally:
@@ -60,11 +63,17 @@ def browser() -> Iterator[object]:
 
 def _open(browser, base: str, item_id: str):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(base + "/")
+    page.goto(f"{base}/#token={TOKEN}")  # the page sends it as a bearer token
     support.wait_shown(page)
     page.click(f'#items li[data-id="{item_id}"]')
     support.wait_shown(page, item_id)
     return page
+
+
+def _get_json(url: str) -> dict:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
 
 
 def _kidney_item(page) -> dict:
@@ -76,8 +85,13 @@ def _kidney_item(page) -> dict:
 
 def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     base, out = review
+    anonymous = browser.new_page()
+    anonymous.goto(base + "/")  # the page is public; without the token its API calls are not
+    anonymous.wait_for_selector("#banner:not([hidden])")
+    assert "bearer token" in anonymous.inner_text("#banner-text")
+    anonymous.close()
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(base + "/")
+    page.goto(f"{base}/#token={TOKEN}")
     support.wait_shown(page)
     item_id = _kidney_item(page)["id"]
     page.close()
@@ -117,7 +131,7 @@ def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     assert review_meta["status"] == "corrected"
     original = review_meta["original"]["landmarks"]["kl_la_1"]
     assert math.hypot(original["x"] - before["x"], original["y"] - before["y"]) < 1e-6
-    served = page.evaluate(f"fetch('/api/items/{item_id}').then(r => r.json())")
+    served = _get_json(f"{base}/api/items/{item_id}")
     assert served["measurements_mm"]["KL_LA"] == pytest.approx(expected_mm, abs=0.5)
 
     # The second page still holds the version before the save: its save is refused, and the
@@ -136,3 +150,10 @@ def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     )
     assert page.inner_text("#banner-text").startswith("Exported")
     assert item_id in (out / "exports" / "measurements.csv").read_text()
+
+    # Another view brings its task's calipers and measurements (placed by default here).
+    page.select_option("#item-view", "spleen_trans")
+    landmarks = page.eval_on_selector_all("circle", "cs => cs.map(c => c.dataset.landmark)")
+    assert sorted(landmarks) == ["st_la_1", "st_la_2", "st_sa_1", "st_sa_2"]
+    rows = page.eval_on_selector_all("#measurements tr", "rs => rs.map(r => r.dataset.code)")
+    assert rows == ["ST_LA", "ST_SA"]

@@ -12,9 +12,11 @@
 ``POST /api/export``               CSV, COCO keypoints and verified SRs under REVIEWED/exports/
 =================================  ==============================================================
 
-Only loopback without a token; any other host needs ``--token-file`` and then every request
-``Authorization: Bearer <token>`` (401 otherwise, compared in constant time). Files are served
-only by item id or from ``static/``, never by a client-given path.
+Only loopback without a token; any other host needs ``--token-file`` and then every API request
+``Authorization: Bearer <token>`` (401 otherwise, compared in constant time). The page and its
+static files hold no data and are public: a browser opening the page cannot send the header, so
+the page reads the token from the URL fragment (``/#token=...``) and sends it with each call.
+Files are served only by item id or from ``static/``, never by a client-given path.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ def taxonomy_json() -> dict[str, Any]:
     }
 
 
+def _is_page(request: Request) -> bool:
+    """A GET of the page or one of its static files (public: they hold no data)."""
+    path = request.url.path
+    return request.method == "GET" and (path == "/" or path.startswith("/static/"))
+
+
 def _authorised(request: Request, token: str | None) -> bool:
     if token is None:
         return True
@@ -82,7 +90,7 @@ def create_review_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
-        if not _authorised(request, token):
+        if not _is_page(request) and not _authorised(request, token):
             return JSONResponse(
                 {"detail": "missing or wrong bearer token"},
                 status_code=401,
