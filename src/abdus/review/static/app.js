@@ -118,7 +118,12 @@ function renderCalipers() {
   placeLandmarks(state.view);
   const pairs = measurementsOf(state.view).map((m) => ({ code: m.code, a: m.landmarks[0],
     b: m.landmarks[1] }));
-  viewer.setCalipers(pairs, state.points, state.notMeasurable, state.item.spacing_mm);
+  // A dataset's reader B, for comparison (drawn dashed, not editable).
+  const second = state.item.original?.second_read;
+  const secondPoints = second && second.view === state.view ? second.landmarks : null;
+  viewer.setCalipers(pairs, state.points, state.notMeasurable, state.item.spacing_mm,
+    secondPoints);
+  $("second-note").hidden = !secondPoints;
   renderMeasurements();
 }
 

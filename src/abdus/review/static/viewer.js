@@ -17,6 +17,7 @@ export class Viewer {
     this.points = {}; // name -> {x, y} in source px
     this.notMeasurable = new Set();
     this.spacing = null; // [row, col] mm per px, or null
+    this.second = null; // a second reader's landmarks {name: {x, y}} (source px), shown only
     this.drag = null;
     svg.addEventListener("wheel", (e) => this.onWheel(e), { passive: false });
     svg.addEventListener("pointerdown", (e) => this.onPointerDown(e));
@@ -64,8 +65,9 @@ export class Viewer {
     return { x: (clientX - box.left - tx) / scale, y: (clientY - box.top - ty) / scale };
   }
 
-  setCalipers(pairs, points, notMeasurable, spacing) {
+  setCalipers(pairs, points, notMeasurable, spacing, second = null) {
     this.pairs = pairs;
+    this.second = second;
     this.points = points;
     this.notMeasurable = notMeasurable;
     this.spacing = spacing;
@@ -84,6 +86,13 @@ export class Viewer {
   draw() {
     const r = HANDLE_RADIUS_PX / this.view.scale;
     const parts = [];
+    for (const pair of this.second ? this.pairs : []) {
+      const p = this.second[pair.a], q = this.second[pair.b];
+      if (p && q) {
+        parts.push(`<line class="second-reader" x1="${p.x}" y1="${p.y}" x2="${q.x}" y2="${q.y}">
+          </line>`);
+      }
+    }
     for (const pair of this.pairs) {
       const p = this.points[pair.a], q = this.points[pair.b];
       if (!p || !q) continue;
