@@ -106,6 +106,12 @@ def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     row_mm, col_mm = item["spacing_mm"]
     before = item["landmarks"]["kl_la_1"]
     other = item["landmarks"]["kl_la_2"]
+    # Zoom in with the wheel over the end to be dragged (the point under the pointer stays put).
+    fit_scale = page.evaluate("window.abdusReview.viewer.view.scale")
+    box = page.locator('circle[data-landmark="kl_la_1"]').bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -400)
+    page.wait_for_function("s => window.abdusReview.viewer.view.scale > 1.5 * s", arg=fit_scale)
     scale = page.evaluate("window.abdusReview.viewer.view.scale")
 
     handle = page.locator('circle[data-landmark="kl_la_1"]').bounding_box()
@@ -164,3 +170,12 @@ def test_drag_save_and_conflict(review: tuple[str, Path], browser) -> None:
     assert sorted(landmarks) == ["st_la_1", "st_la_2", "st_sa_1", "st_sa_2"]
     rows = page.eval_on_selector_all("#measurements tr", "rs => rs.map(r => r.dataset.code)")
     assert rows == ["ST_LA", "ST_SA"]
+
+    # Keys: n goes to the next item of the work list, p back.
+    order = [i["id"] for i in page.evaluate("window.abdusReview.state.list")]
+    current = page.evaluate("window.abdusReview.shownId")
+    page.evaluate("document.activeElement.blur()")  # keys typed into a form field are text
+    page.keyboard.press("n")
+    support.wait_shown(page, order[order.index(current) + 1])
+    page.keyboard.press("p")
+    support.wait_shown(page, current)
