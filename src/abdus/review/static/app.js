@@ -165,11 +165,11 @@ function neighbour(step) {
 async function openItem(id, { fresh = false } = {}) {
   const serial = ++state.loadSerial;
   const started = performance.now();
-  let pending = fresh ? null : details.get(id);
+  const preloaded = fresh ? null : details.get(id);
   details.delete(id);
+  const detail = preloaded ? preloaded.then((d) => d || api.item(id)) : api.item(id);
   try {
-    const [item, url] = await Promise.all([(pending && await pending) || api.item(id),
-      imageUrl(id)]);
+    const [item, url] = await Promise.all([detail, imageUrl(id)]);
     if (serial !== state.loadSerial) return; // the user has moved on
     // A measurement whose landmarks the item lacks starts as not measurable (its calipers are
     // still drawn at default places, to be used if the reader unticks it).
@@ -180,10 +180,10 @@ async function openItem(id, { fresh = false } = {}) {
     $("comment").value = item.comment || "";
     renderItemBar();
     renderCalipers();
-    for (const li of $("items").children) {
-      li.className = li.dataset.id === String(item.id) ? "current" : "";
-      if (li.className) li.scrollIntoView({ block: "nearest" });
-    }
+    $("items").querySelector("li.current")?.classList.remove("current");
+    const row = $("items").querySelector(`li[data-id="${CSS.escape(String(item.id))}"]`);
+    row?.classList.add("current");
+    row?.scrollIntoView({ block: "nearest" });
     await viewer.show(url, item.width, item.height);
     viewer.draw();
     if (serial !== state.loadSerial) return;
