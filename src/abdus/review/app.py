@@ -26,7 +26,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from abdus.errors import AbdusInputError
 from abdus.io.atomic import atomic_write_json
 from abdus.review.exports import export_review
 from abdus.review.store import ReviewError, ReviewStore, VersionConflictError
+from abdus.service.listen import bind_listener
 from abdus.service.options import is_loopback, read_token
 from abdus.taxonomy import MEASUREMENTS, VIEWS, landmarks_of_view
 
@@ -174,19 +174,6 @@ def create_review_app(
     return app
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise AbdusInputError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-    sock.listen(64)
-    return sock
-
-
 def run_review(
     source: str | Path,
     out: str | Path,
@@ -207,7 +194,7 @@ def run_review(
     token = None if token_file is None else read_token(token_file)
     store = ReviewStore(source, out, reviewer=reviewer or getpass.getuser())
     app = create_review_app(store, token=token)
-    sock = _bind(host, port)
+    sock = bind_listener(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
     stop = stop or threading.Event()
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

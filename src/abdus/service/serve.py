@@ -28,6 +28,7 @@ from abdus.io.types import UltrasoundImage
 from abdus.service.dicom_node import DicomNode
 from abdus.service.events import EventLog, LibraryLogHandler
 from abdus.service.forwarder import Forwarder
+from abdus.service.listen import bind_listener
 from abdus.service.metrics import ServeMetrics
 from abdus.service.options import ServeOptions
 from abdus.service.processing import Processor, WorkQueue, run_worker
@@ -43,19 +44,6 @@ def write_secondary_capture(
     """The ``ExtraOutput`` of ``--secondary-capture``: ``<name>.sc.dcm``, the overlay as an
     RGB Secondary Capture in the source's study (``outputs.write_overlay_capture``)."""
     write_overlay_capture(out / f"{name}.sc.dcm", source, image, prediction)
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as err:
-        sock.close()
-        raise AbdusInputError(f"cannot listen on {host}:{port}: {err.strerror}") from None
-    sock.listen(64)
-    return sock
 
 
 def run_serve(
@@ -214,7 +202,7 @@ class _Server:
         """Start uvicorn on a socket bound here (so port 0 is known); returns the port once
         it serves (or the server is halting)."""
         o = self.options
-        sock = _bind(o.host, o.http_port)
+        sock = bind_listener(o.host, o.http_port)
         context = RestContext(
             spool=self.spool,
             predictor=self.predictor,
