@@ -17,7 +17,10 @@ from PIL import Image
 from pydicom.uid import JPEG2000
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dicom_factory as factory
+
+from testkit import save_tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -28,22 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def save_tiny_model(path: Path, model_name: str = "mgcn_r", seed: int = 0) -> Path:
-    """An untrained ``tiny``-preset model file at ``path`` (weights from ``seed``)."""
-    from abdus.data.heatmaps import HeatmapCodec
-    from abdus.models import build_model
-    from abdus.training.checkpoint import save_model
-    from abdus.training.presets import preset_config
-
-    config = preset_config("tiny", model=model_name)
-    torch.manual_seed(seed)
-    model = build_model(config.model, config.model_options)
-    pre = config.preprocess
-    codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
-    save_model(path, config=config, codec=codec, model=model)
-    return path
 
 
 @pytest.fixture(scope="session")

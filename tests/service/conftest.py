@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +36,11 @@ from typing import Any
 
 import pydicom
 import pytest
+import torch
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit import save_tiny_model, wait_until
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "install it with `bash scripts/install_system_deps.sh` (apt-get, as root)"
@@ -48,22 +51,6 @@ POLL_S = 0.25
 
 # ---------------------------------------------------------------------------------------------
 # Bounded waiting, free ports, processes
-
-
-def wait_until(
-    condition: Callable[[], Any], *, timeout_s: float, what: str, poll_s: float = POLL_S
-) -> Any:
-    """Poll ``condition`` until it returns something truthy; at most ``timeout_s`` seconds and
-    ``timeout_s / poll_s + 1`` polls. Returns that value; fails the test naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    for _ in range(int(timeout_s / poll_s) + 1):
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(poll_s)
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def free_ports(count: int) -> list[int]:
@@ -159,25 +146,28 @@ def processes() -> Iterator[list[Process]]:
 # Model and images
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for the in-process predictors (as tests/inference/conftest.py)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ``tiny``-preset model file, one per test module."""
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
+
+
 @pytest.fixture(scope="session")
 def serve_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run folder holding only ``model.pt``: the ``tiny`` preset's MGCN_R, untrained (seed 0),
     as in ``tests/inference/conftest.py``. Its predictions are arbitrary but well formed, which
     is all a test of the service's plumbing needs."""
-    import torch
-
-    from abdus.data.heatmaps import HeatmapCodec
-    from abdus.models import build_model
-    from abdus.training.checkpoint import save_model
-    from abdus.training.presets import preset_config
-
     run = tmp_path_factory.mktemp("serve-run")
-    config = preset_config("tiny", model="mgcn_r")
-    torch.manual_seed(0)
-    model = build_model(config.model, config.model_options)
-    pre = config.preprocess
-    codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
-    save_model(run / "model.pt", config=config, codec=codec, model=model)
+    save_tiny_model(run / "model.pt")
     return run
 
 

@@ -11,7 +11,6 @@ import json
 import socket
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -21,7 +20,6 @@ from typing import Any
 
 import pydicom
 import pytest
-import torch
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -37,37 +35,18 @@ from abdus.errors import AbdusInputError
 from abdus.service.serve import run_serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dicom_factory as factory
+
+from testkit import wait_until
 
 WAIT_S = 20.0
 
 
 # ------------------------------------------------------------------------------------ helpers
-def save_tiny_model(path: Path) -> Path:
-    """An untrained ``tiny``-preset MGCN_R model file (as tests/inference/conftest.py)."""
-    from abdus.data.heatmaps import HeatmapCodec
-    from abdus.models import build_model
-    from abdus.training.checkpoint import save_model
-    from abdus.training.presets import preset_config
-
-    config = preset_config("tiny", model="mgcn_r")
-    torch.manual_seed(0)
-    model = build_model(config.model, config.model_options)
-    pre = config.preprocess
-    codec = HeatmapCodec.from_mm(pre.size, config.sigma_mm, pre.spacing_mm)
-    save_model(path, config=config, codec=codec, model=model)
-    return path
-
-
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
     """Poll ``condition`` every 50 ms until it is truthy (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    return wait_until(condition, timeout_s=timeout, what=what, poll_s=0.05)
 
 
 def free_port() -> int:
@@ -180,19 +159,6 @@ def log_events(spool: Path, event: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------- fixtures
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
-
-
 @pytest.fixture(scope="module")
 def us_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three calibrated ultrasound images, each its own study."""

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-import torch
 
 from abdus.inference.loading import open_predictor
 from abdus.service import processing
@@ -30,22 +29,9 @@ from abdus.service.spool import Spool
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 import dicom_factory as factory
-from test_serve import receiver, save_tiny_model, store, wait_for
+from test_serve import receiver, store, wait_for
 
 DESTINATIONS = ("PACS@127.0.0.1:104", "ARCHIVE@127.0.0.1:105")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "model.pt")
 
 
 @pytest.fixture(scope="module")
