@@ -1,5 +1,5 @@
 """Helpers shared by several test folders (imported after putting ``tests/`` on ``sys.path``):
-a tiny untrained model file and a bounded poll."""
+one torch thread, a tiny untrained model file and a bounded poll."""
 
 from __future__ import annotations
 
@@ -15,6 +15,17 @@ from abdus.data.heatmaps import HeatmapCodec
 from abdus.models import build_model
 from abdus.training.checkpoint import save_model
 from abdus.training.presets import preset_config
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on tiny tensors it is faster than two spinning threads and keeps
+    results reproducible while other test processes share the CPU. A conftest that imports it
+    makes it autouse for its folder."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def save_tiny_model(path: Path, model_name: str = "mgcn_r", seed: int = 0) -> Path:

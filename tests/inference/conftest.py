@@ -20,17 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dicom_factory as factory
 
-from testkit import save_tiny_model
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on these tiny tensors it is faster than two spinning threads and
-    keeps results reproducible while other test processes share the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from testkit import one_thread, save_tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 
 @pytest.fixture(scope="session")

@@ -36,11 +36,10 @@ from typing import Any
 
 import pydicom
 import pytest
-import torch
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testkit import save_tiny_model, wait_until
+from testkit import one_thread, save_tiny_model, wait_until  # noqa: F401  (autouse fixture)
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "install it with `bash scripts/install_system_deps.sh` (apt-get, as root)"
@@ -144,15 +143,6 @@ def processes() -> Iterator[list[Process]]:
 
 # ---------------------------------------------------------------------------------------------
 # Model and images
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread for the in-process predictors (as tests/inference/conftest.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
