@@ -1,5 +1,6 @@
 """Every name a user chooses from: models, presets, backends, loss reductions, and the training
-config's optimizers, learning-rate schedules, view-path starts and mixed-precision modes.
+config's optimizers, learning-rate schedules, view-path starts, mixed-precision modes and
+training-data placements.
 
 This module is the single source of those choices: the command line lists them in ``--help``
 and the library checks them with :func:`check_choice`. It imports nothing heavy, so the CLI
@@ -89,6 +90,15 @@ class AmpMode(StrEnum):
     BF16 = "bf16"
     FP16 = "fp16"
     OFF = "off"
+
+
+class DataPlacement(StrEnum):
+    """Where a run's training images live (``TrainConfig.data_on_device``;
+    ``abdus.training.device_data``)."""
+
+    AUTO = "auto"  # on a CUDA device when the stage's cache fits there, else the CPU loader
+    ON = "on"  # on the training device, batches assembled and augmented there
+    OFF = "off"  # the CPU DataLoader (with ``num_workers`` workers)
 
 
 E = TypeVar("E", bound=StrEnum)
