@@ -31,7 +31,15 @@ from typing import Any
 
 import yaml
 
-from abdus.choices import AmpMode, Model, Optimizer, Schedule, ViewInit, check_choice
+from abdus.choices import (
+    AmpMode,
+    DataPlacement,
+    Model,
+    Optimizer,
+    Schedule,
+    ViewInit,
+    check_choice,
+)
 from abdus.data.dataset import AugmentConfig
 from abdus.data.preprocess import PreprocessConfig
 from abdus.errors import AbdusInputError
@@ -76,7 +84,9 @@ class StageConfig:
     0 at the stage's last step, Loshchilov & Hutter 2017). ``warmup_epochs``: the learning rate
     rises linearly from 0 over this many epochs first (Goyal et al. 2017). ``patience``: stop
     the stage after this many epochs without a better validation score (0 = run every epoch);
-    either way the stage ends on its best validation epoch.
+    either way the stage ends on its best validation epoch. ``reference_batch_size``: 0 trains
+    at ``optimizer.lr``; N > 0 scales it linearly with the images of one step over all
+    processes, lr x (batch_size x world size) / N (Goyal et al. 2017; pair it with a warm-up).
     """
 
     epochs: int = 1
@@ -85,10 +95,13 @@ class StageConfig:
     schedule: str = Schedule.CONSTANT.value
     warmup_epochs: float = 0.0
     patience: int = 0
+    reference_batch_size: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ValueError(f"stage needs epochs >= 0 and batch_size >= 1, got {self}")
+        if self.epochs < 0 or self.batch_size < 1 or self.reference_batch_size < 0:
+            raise ValueError(
+                f"stage needs epochs >= 0, batch_size >= 1, reference_batch_size >= 0, got {self}"
+            )
         _set_choice(self, "schedule", Schedule, "schedule")
         if self.warmup_epochs < 0 or self.patience < 0:
             raise ValueError(f"warmup_epochs and patience must be >= 0, got {self}")
@@ -120,7 +133,9 @@ class TrainConfig:
     file too). ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
     ``view_init`` (``abdus.choices.ViewInit``): how stage 2 starts the view path's copy of
     stages 3-4: "scratch" (random, the paper) or "landmark" (a copy of the trained landmark
-    stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``).
+    stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``). ``data_on_device``: an
+    ``abdus.choices.DataPlacement`` (``device_data``). ``compile``: ``torch.compile`` the stage's
+    network (eager, with one warning, where compiling fails; ``runtime.CompiledOrEager``).
     """
 
     model: str = Model.MGCN_R.value
@@ -145,6 +160,8 @@ class TrainConfig:
     num_workers: int = 0
     amp: str = AmpMode.AUTO.value
     channels_last: bool = False
+    data_on_device: str = DataPlacement.AUTO.value
+    compile: bool = False
     device: str = "auto"
     deterministic: bool = True
     evaluate_every: int = 1  # epochs between held-out evaluations (0 = never)
@@ -157,6 +174,7 @@ class TrainConfig:
             raise ValueError("the pbt baseline is not a network: train it with train(model='pbt')")
         _set_choice(self, "amp", AmpMode, "amp mode")
         _set_choice(self, "view_init", ViewInit, "view_init")
+        _set_choice(self, "data_on_device", DataPlacement, "data_on_device")
         for name, kind in _TYPED_SECTIONS.items():
             if not isinstance(getattr(self, name), kind):
                 raise TypeError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")

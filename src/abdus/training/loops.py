@@ -35,7 +35,7 @@ from abdus.training.distributed import (
     reduce_device,
     wrap_model,
 )
-from abdus.training.runtime import autocast, memory_format
+from abdus.training.runtime import autocast, maybe_compile, memory_format
 from abdus.training.stages import (
     LANDMARKS,
     VIEWS,
@@ -45,6 +45,7 @@ from abdus.training.stages import (
     codec_of,
     freeze_for_stage,
     make_optimizer,
+    scaled_optimizer,
     stage_config,
 )
 
@@ -87,13 +88,15 @@ def build_step_tools(
     scaler: torch.amp.GradScaler,
     amp_dtype: torch.dtype | None,
 ) -> StepTools:
-    """Freeze ``model`` for ``stage``, wrap its stage network for DDP, build the optimizers
-    (paper 2.2: stage 1 network + Adam discriminator, stage 2 the classifier only)."""
+    """Freeze ``model`` for ``stage``, wrap its stage network for DDP (then compile it with
+    ``config.compile``), build the optimizers (paper 2.2: stage 1 network + Adam discriminator,
+    stage 2 the classifier only; the lr scaled by ``stages.scaled_optimizer``)."""
     trainable = freeze_for_stage(model, stage)
     body = LandmarkNetwork(model) if stage == LANDMARKS else ViewNetwork(model)
+    optimizer = scaled_optimizer(stage_config(config, stage), ctx.world_size)
     tools = StepTools(
-        network=wrap_model(body, ctx),
-        optimizer=make_optimizer(stage_config(config, stage).optimizer, trainable),
+        network=maybe_compile(wrap_model(body, ctx), config.compile),
+        optimizer=make_optimizer(optimizer, trainable),
         scaler=scaler,
         ctx=ctx,
         amp_dtype=amp_dtype,
@@ -187,43 +190,72 @@ def train_epoch(
     *,
     description: str,
     first_step: int = 0,
-    on_step: Callable[[dict[str, float]], None] | None = None,
+    global_step: int = 0,
+    log_every: int = 1,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
-    """Run one epoch; return the image-weighted mean of each loss part over all ranks.
+    """Run one epoch; return the image-weighted mean of each loss part over all ranks, with
+    ``images`` (over all ranks) and ``steps`` (this rank's).
 
     ``first_step``: the stage step of the epoch's first batch (for ``tools.schedule``).
-    ``on_step(parts)`` is called after each step with the step's float losses (for logging).
-    A non-finite loss stops training (TrainingDivergedError) before NaN weights are saved.
+    ``global_step``: the run's step count before this epoch. The losses stay on the device:
+    only every ``log_every`` run steps (and at the epoch's end) are they read on the host, so
+    the steps in between queue on the GPU without waiting for it. There ``on_log(run step,
+    parts)`` gets that step's float losses, and a non-finite loss since the last check stops
+    training (TrainingDivergedError) before NaN weights are saved.
     """
     step = STEPS[stage]
-    totals: dict[str, float] = {}
-    images = 0
+    totals: dict[str, torch.Tensor] = {}  # image-weighted sums, float64 on the device
+    finite = torch.ones((), dtype=torch.bool, device=tools.ctx.device)
+    images, steps = 0, 0
     # A live bar on a terminal (rank 0); logs get the one-line epoch summary instead.
     bar = tqdm(loader, desc=description, leave=False, disable=None if tools.ctx.is_main else True)
     for index, raw in enumerate(bar):
         batch = to_device(raw, tools)
         if tools.schedule is not None:
             tools.schedule.apply(tools.optimizer, first_step + index)
-        parts = {k: float(v.detach()) for k, v in step(batch, tools).items()}
-        if not math.isfinite(parts["loss"]):
-            raise TrainingDivergedError(
-                f"{description}: the loss became {parts['loss']} (training diverged); lower "
-                "the learning rate in a --config YAML; the last checkpoint is kept"
-            )
+        parts = {k: v.detach().double() for k, v in step(batch, tools).items()}
+        finite &= torch.isfinite(parts["loss"])
         n = int(batch["image"].shape[0])
-        images += n
+        images, steps = images + n, steps + 1
         for key, value in parts.items():
-            totals[key] = totals.get(key, 0.0) + value * n
-        bar.set_postfix({k: f"{v / images:.4g}" for k, v in totals.items()})
-        if on_step is not None:
-            on_step(parts)
+            totals[key] = totals[key] + value * n if key in totals else value * n
+        if (global_step + steps) % log_every == 0:
+            values = _checked(parts, finite, description)  # the host waits here only
+            bar.set_postfix({k: f"{float(v) / images:.4g}" for k, v in totals.items()})
+            if on_log is not None:
+                on_log(global_step + steps, values)
+    if steps:
+        _checked(parts, finite, description)
     keys = sorted(totals)
-    summed = torch.tensor([totals[k] for k in keys] + [images], dtype=torch.float64)
-    summed = all_reduce_sums(summed.to(reduce_device(tools.ctx)), tools.ctx).cpu()
+    device = reduce_device(tools.ctx)
+    summed = torch.stack([totals[k].to(device) for k in keys] + [_zero(device)])
+    summed[-1] = images
+    summed = all_reduce_sums(summed, tools.ctx).cpu()
     count = max(float(summed[-1]), 1.0)
     result = {k: float(v) / count for k, v in zip(keys, summed[:-1].tolist(), strict=True)}
     result["images"] = float(summed[-1])
+    result["steps"] = float(steps)
     return result
+
+
+def _zero(device: torch.device) -> torch.Tensor:
+    return torch.zeros((), dtype=torch.float64, device=device)
+
+
+def _checked(
+    parts: dict[str, torch.Tensor], finite: torch.Tensor, description: str
+) -> dict[str, float]:
+    """``parts`` as floats (a host sync); TrainingDivergedError if ``finite`` is False."""
+    values = {k: float(v) for k, v in parts.items()}
+    if not bool(finite):
+        loss = values["loss"]
+        shown = loss if not math.isfinite(loss) else "non-finite at an earlier step"
+        raise TrainingDivergedError(
+            f"{description}: the loss became {shown} (training diverged); lower "
+            "the learning rate in a --config YAML; the last checkpoint is kept"
+        )
+    return values
 
 
 @torch.inference_mode()

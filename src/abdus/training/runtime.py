@@ -1,4 +1,4 @@
-"""Run-time settings of training: seeding, determinism, mixed precision, memory format.
+"""Run-time settings of training: seeding, determinism, mixed precision, memory format, compiling.
 
 Mixed precision (``TrainConfig.amp``): "bf16" autocasts the forward passes to bfloat16 where the
 hardware computes it natively (CUDA GPUs with bf16, or CPUs with AVX-512-BF16 / AMX); "fp16"
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from abdus.choices import AmpMode, check_choice
 
@@ -121,6 +122,46 @@ def memory_format(
     if training_device is not None and torch.device(training_device).type != "cuda":
         return torch.contiguous_format
     return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class CompiledOrEager(nn.Module):
+    """``torch.compile(module)`` where it works, ``module`` itself where it does not.
+
+    Compiling happens at the first call (and again for a new input shape, e.g. an epoch's short
+    last batch), so a missing compiler or an unsupported operator shows up only then: the first
+    failure warns once and every later call runs eager. Its parameters are ``module``'s (the
+    compiled module shares them), so optimizers and checkpoints see the same tensors.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.compiled: nn.Module | None = None
+        try:
+            self.compiled = torch.compile(module)
+        except Exception as err:  # a platform without a compiler: torch raises many kinds
+            self._give_up(err)
+
+    def _give_up(self, err: Exception) -> None:
+        self.compiled = None
+        detail = " ".join(str(err).split())[:200]
+        warnings.warn(
+            f"torch.compile failed ({type(err).__name__}: {detail}); training eager",
+            stacklevel=3,
+        )
+
+    def forward(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # compile errors surface at the call; eager gives the same
+                self._give_up(err)  # result, and a real error (e.g. out of memory) recurs there
+        return self.module(*args, **kwargs)
+
+
+def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
+    """``CompiledOrEager(module)`` when ``enabled`` (``TrainConfig.compile``), else ``module``."""
+    return CompiledOrEager(module) if enabled else module
 
 
 def seed_worker(worker_id: int) -> None:

@@ -9,6 +9,7 @@ and builds a config's networks and heat-map codec. The steps themselves are in `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -124,12 +125,26 @@ class LearningRateSchedule:
             group["lr"] = self.at(step)
 
 
-def stage_schedule(spec: StageConfig, steps_per_epoch: int) -> LearningRateSchedule | None:
-    """The learning-rate schedule of a stage (None: the optimizer's constant lr, no warm-up)."""
+def scaled_optimizer(spec: StageConfig, world_size: int = 1) -> OptimizerConfig:
+    """The stage's optimizer at its learning rate for this run: ``optimizer.lr`` x (images per
+    step over all processes) / ``reference_batch_size`` when that is set (linear scaling rule,
+    Goyal et al. 2017: the lr that suits batch N suits batch kN at k times the lr, after a
+    warm-up), else ``optimizer`` unchanged."""
+    if spec.reference_batch_size == 0:
+        return spec.optimizer
+    factor = spec.batch_size * world_size / spec.reference_batch_size
+    return dataclasses.replace(spec.optimizer, lr=spec.optimizer.lr * factor)
+
+
+def stage_schedule(
+    spec: StageConfig, steps_per_epoch: int, world_size: int = 1
+) -> LearningRateSchedule | None:
+    """The learning-rate schedule of a stage (None: the optimizer's constant lr, no warm-up),
+    from the lr of ``scaled_optimizer``."""
     if spec.schedule == Schedule.CONSTANT and spec.warmup_epochs == 0:
         return None
     return LearningRateSchedule(
-        base_lr=spec.optimizer.lr,
+        base_lr=scaled_optimizer(spec, world_size).lr,
         total_steps=spec.epochs * steps_per_epoch,
         warmup_steps=round(spec.warmup_epochs * steps_per_epoch),
         kind=spec.schedule,

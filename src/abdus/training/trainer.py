@@ -47,8 +47,8 @@ from abdus.training.datasets import (
     CACHE_NAME,
     TrainingData,
     load_training_data,
-    make_loader,
     start_epoch,
+    train_batches,
 )
 from abdus.training.distributed import DistributedContext, barrier, cleanup, init_distributed
 from abdus.training.loops import StepTools, build_step_tools, train_epoch
@@ -168,10 +168,8 @@ class Trainer:
         if stage == VIEWS and self.progress.epoch == 0:
             init_view_path(self.model, self.config.view_init)
         tools = self._tools(stage)
-        loader = make_loader(
-            self.data.stage_train_set(stage), spec.batch_size, self.config, self.ctx, True
-        )
-        tools.schedule = stage_schedule(spec, len(loader))
+        loader = train_batches(self.data, stage, spec.batch_size, self.config, self.ctx)
+        tools.schedule = stage_schedule(spec, len(loader), self.ctx.world_size)
         for epoch in range(self.progress.epoch, spec.epochs):
             set_train_mode(self.model, stage)
             if tools.discriminator is not None:
@@ -184,16 +182,21 @@ class Trainer:
                 tools,
                 description=f"{stage} {epoch + 1}/{spec.epochs}",
                 first_step=epoch * len(loader),
-                on_step=lambda parts, s=stage: self._on_step(s, parts),
+                global_step=self.progress.global_step,
+                log_every=self.config.log_every,
+                on_log=lambda step, parts, s=stage: self.log.scalars(f"{s}/train", parts, step),
             )
             seconds = time.perf_counter() - began
+            self.progress.global_step += int(train_parts.pop("steps"))
+            images = train_parts.pop("images")
             record = {
                 "stage": stage,
                 "epoch": epoch + 1,
                 "global_step": self.progress.global_step,
                 "lr": tools.optimizer.param_groups[0]["lr"],
                 "seconds": round(seconds, 3),
-                "images_per_s": round(train_parts.pop("images") / max(seconds, 1e-9), 2),
+                "images": int(images),  # over all ranks
+                "images_per_s": round(images / max(seconds, 1e-9), 2),
                 "train": train_parts,
                 "val": self._validate(stage, epoch, spec.epochs),
             }
@@ -207,11 +210,6 @@ class Trainer:
                 tqdm.write(epoch_summary(record, spec.epochs), file=sys.stderr)
             if stop:
                 break
-
-    def _on_step(self, stage: str, parts: dict[str, float]) -> None:
-        self.progress.global_step += 1
-        if self.progress.global_step % self.config.log_every == 0:
-            self.log.scalars(f"{stage}/train", parts, self.progress.global_step)
 
     def _validate(self, stage: str, epoch: int, epochs: int) -> dict[str, float] | None:
         """Validation metrics on rank 0 (None when not due or no validation patients)."""
