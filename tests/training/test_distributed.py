@@ -1,11 +1,15 @@
-"""DDP on 2 CPU processes (gloo): the ranks stay in sync; the single-process context."""
+"""DDP on 2 CPU processes (gloo): the ranks stay in sync, on the CPU loader and on the
+device-resident path; the single-process context."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from training_procs import free_port, start_worker
 
 from abdus.training.distributed import init_distributed, resolve_device, torchrun_env
+from abdus.training.runlog import read_metrics
 
 
 def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -14,26 +18,31 @@ def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if not k.endswith(skip)}
 
 
-def test_two_gloo_processes_keep_identical_parameters(tmp_path, cohort, cohort_cache):
+def _run_workers(args: list[str], world: int, tmp_path) -> list[dict]:
+    """Train with ``world`` torchrun-style gloo processes; each rank's dumped state dicts."""
     port = str(free_port())
-    run = tmp_path / "run"
-    args = [str(cohort), str(run), "--stage1", "1", "--stage2", "1", "--cache", str(cohort_cache)]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     procs = [
         start_worker(
             [*args, "--dump", str(tmp_path / f"r{rank}.pt")],
             RANK=str(rank),
             LOCAL_RANK=str(rank),
-            WORLD_SIZE="2",
-            LOCAL_WORLD_SIZE="2",
+            WORLD_SIZE=str(world),
+            LOCAL_WORLD_SIZE=str(world),
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=port,
         )
-        for rank in (0, 1)
+        for rank in range(world)
     ]
     outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    r0 = torch.load(tmp_path / "r0.pt", weights_only=True)
-    r1 = torch.load(tmp_path / "r1.pt", weights_only=True)
+    assert [p.returncode for p in procs] == [0] * world, outputs
+    return [torch.load(tmp_path / f"r{rank}.pt", weights_only=True) for rank in range(world)]
+
+
+def test_two_gloo_processes_keep_identical_parameters(tmp_path, cohort, cohort_cache):
+    run = tmp_path / "run"
+    args = [str(cohort), str(run), "--stage1", "1", "--stage2", "1", "--cache", str(cohort_cache)]
+    r0, r1 = _run_workers(args, 2, tmp_path)
     for part in ("model", "d"):
         p0, p1 = _parameters(r0[part]), _parameters(r1[part])
         assert p0.keys() == p1.keys()
@@ -47,6 +56,30 @@ def test_two_gloo_processes_keep_identical_parameters(tmp_path, cohort, cohort_c
     # The ranks saw different shards: the discriminator's (local) BatchNorm statistics differ.
     stats = [k for k in r0["d"] if k.endswith("running_mean")]
     assert any(not torch.equal(r0["d"][k], r1["d"][k]) for k in stats)
+
+
+def _epoch_images(count: int, world: int, batch_size: int) -> int:
+    """Images one epoch trains on over all ranks: ceil(count / world) each, less a final batch
+    of one (``datasets.make_loader``'s rule, kept by ``DeviceBatches``)."""
+    each = math.ceil(count / world)
+    return world * (each - (each % batch_size == 1 and each > 1))
+
+
+def test_device_path_under_ddp_matches_one_process_in_samples_seen(tmp_path, cohort, cohort_cache):
+    common = ["--stage1", "1", "--stage2", "1", "--cache", str(cohort_cache)]
+    common += ["--data-on-device", "on"]
+    _run_workers([str(cohort), str(tmp_path / "one"), *common], 1, tmp_path / "1")
+    r0, r1 = _run_workers([str(cohort), str(tmp_path / "two"), *common], 2, tmp_path / "2")
+    for part in ("model", "d"):
+        p0, p1 = _parameters(r0[part]), _parameters(r1[part])
+        assert all(torch.equal(v, p1[k]) for k, v in p0.items()), f"{part} differs across ranks"
+    single = {r["stage"]: r["images"] for r in read_metrics(tmp_path / "one")}
+    double = {r["stage"]: r["images"] for r in read_metrics(tmp_path / "two")}
+    batch = {"landmarks": 4, "views": 8}  # the tiny preset's batch sizes
+    assert single.keys() == double.keys() == {"landmarks", "views"}
+    for stage, images in single.items():
+        assert double[stage] == _epoch_images(images, 2, batch[stage]), stage
+        assert abs(double[stage] - images) <= 1  # the padding of an odd count, nothing more
 
 
 def test_without_torchrun_env_is_one_cpu_process(monkeypatch):

@@ -1,13 +1,14 @@
 """A training process for the DDP and kill-resume tests (run as a script, not collected).
 
 python train_worker.py DATA RUN --stage1 N --stage2 M [--cache DIR] [--dump FILE]
+    [--data-on-device auto|on|off]
 
 Trains the tiny preset on the CPU into RUN on the dataset DATA (folder with manifest.json), the
 way ``abdus train`` does (``build_trainer``), with the sample cache in DIR. Under torchrun-style
 environment variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) it joins the
 process group like ``abdus train`` does. ``--dump FILE`` saves this rank's model and
 discriminator state dicts after training (rank 1 writes no run files, so this is how a test
-sees its parameters).
+sees its parameters). ``--data-on-device`` sets ``TrainConfig.data_on_device``.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def main() -> None:
     parser.add_argument("--stage2", type=int, default=1)
     parser.add_argument("--cache", default=None)
     parser.add_argument("--dump", type=Path, default=None)
+    parser.add_argument("--data-on-device", default="auto")
     args = parser.parse_args()
 
-    config = with_epochs(tiny_config(cache_dir=args.cache), args.stage1, args.stage2)
+    config = tiny_config(cache_dir=args.cache, data_on_device=args.data_on_device)
+    config = with_epochs(config, args.stage1, args.stage2)
     check_run_dir(args.run, resume=False)
     ctx = init_distributed(config.device)
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from abdus.choices import Model
+from abdus.choices import DataPlacement, Model
 from abdus.data.dataset import UltrasoundDataset
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.splits import split_by_patient
@@ -27,6 +27,12 @@ from abdus.errors import AbdusInputError
 from abdus.io.manifest import load_manifest
 from abdus.taxonomy import LANDMARK_TASK, TASK_BY_NAME
 from abdus.training.config import TrainConfig
+from abdus.training.device_data import (
+    DeviceBatches,
+    DeviceSamples,
+    fits_on_device,
+    shard_positions,
+)
 from abdus.training.distributed import DistributedContext, barrier
 from abdus.training.runtime import seed_worker
 from abdus.training.stages import LANDMARKS, STAGES
@@ -51,6 +57,12 @@ class TrainingData:
         if hasattr(self.train, "with_heatmaps"):
             self.train.with_heatmaps = stage == LANDMARKS
         return Subset(self.train, self.train_landmark_indices) if stage == LANDMARKS else self.train
+
+    def stage_train_indices(self, stage: str) -> list[int]:
+        """Positions in ``train`` of the training images of ``stage``."""
+        if stage == LANDMARKS:
+            return list(self.train_landmark_indices)
+        return list(range(len(self.train)))
 
     def stage_val_set(self, stage: str) -> Dataset | None:
         """Validation images scored after each epoch of ``stage`` (None: none to score)."""
@@ -177,9 +189,54 @@ def make_loader(
     )
 
 
-def start_epoch(loader: DataLoader, seed: int, stage: str, epoch: int) -> None:
+def data_on_device(data: TrainingData, stage: str, config: TrainConfig, ctx) -> bool:
+    """Whether ``stage`` trains from ``DeviceBatches`` (``config.data_on_device``): "on" and
+    "off" say so; "auto" when the cache-backed training set fits the CUDA device
+    (``device_data.fits_on_device``). "on" needs the cache-backed ``UltrasoundDataset``."""
+    placement = config.data_on_device
+    if placement == DataPlacement.OFF:
+        return False
+    cached = isinstance(data.train, UltrasoundDataset)
+    if placement == DataPlacement.ON:
+        if not cached:
+            raise ValueError("data_on_device 'on' needs the cached UltrasoundDataset")
+        return True
+    count = len(data.stage_train_indices(stage))
+    return cached and fits_on_device(
+        -(-count // ctx.world_size), config.preprocess.size, ctx.device
+    )
+
+
+def train_batches(
+    data: TrainingData, stage: str, batch_size: int, config: TrainConfig, ctx: DistributedContext
+) -> DataLoader | DeviceBatches:
+    """The training batches of ``stage``: on the device (``device_data``, this rank's shard)
+    or from the CPU loader (``make_loader``), as ``data_on_device`` decides."""
+    if not data_on_device(data, stage, config, ctx):
+        return make_loader(data.stage_train_set(stage), batch_size, config, ctx, True)
+    indices = data.stage_train_indices(stage)
+    shard = shard_positions(len(indices), config.seed, ctx.rank, ctx.world_size)
+    samples = DeviceSamples.from_dataset(
+        data.train, [indices[p] for p in shard.tolist()], ctx.device
+    )
+    return DeviceBatches(
+        samples,
+        data.train.codec,
+        batch_size,
+        seed=config.seed,
+        rank=ctx.rank,
+        augment=config.augment,
+        augmentation=config.augmentation,
+        with_heatmaps=stage == LANDMARKS,
+    )
+
+
+def start_epoch(loader: DataLoader | DeviceBatches, seed: int, stage: str, epoch: int) -> None:
     """Set the data order and the worker seeds of ``epoch`` of ``stage`` (resume-exact)."""
     key = STAGES.index(stage) * 100_000 + epoch
+    if isinstance(loader, DeviceBatches):
+        loader.set_epoch(key)
+        return
     loader.sampler.set_epoch(key)
     loader.generator.manual_seed(seed * 1_000_003 + key)
     dataset = loader.dataset

@@ -1,0 +1,113 @@
+"""Batched augmentation on the training device: the changes of ``UltrasoundDataset._augment``
+(zoom, rotation, shift about the canvas centre; gamma, gain), drawn per image by a torch
+generator and applied to a whole batch in one ``affine_grid`` / ``grid_sample``.
+
+The geometry is the CPU augmentation's: model px ``p' = centre + A (p - centre) + shift`` with
+``A = zoom x rotation``, the image resampled at the inverse map (bilinear, ``align_corners``),
+the landmarks moved by the forward map, so a landmark's heat map follows its image. The draws
+come from another random stream than the CPU's (numpy, per image), so the two paths do not give
+the same images bit for bit; their distributions are the same.
+
+Shapes: B batch, H, W model px, C = 14 landmarks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from abdus.data.dataset import AugmentConfig
+
+
+@dataclass(frozen=True)
+class AugmentDraw:
+    """One batch's random changes, each (B,) float64 on the device (``shift`` (B, 2) model px
+    as (x, y); ``angle`` radians)."""
+
+    zoom: torch.Tensor
+    shift: torch.Tensor
+    angle: torch.Tensor
+    gamma: torch.Tensor
+    gain: torch.Tensor
+
+
+def draw_augmentation(
+    config: AugmentConfig, batch: int, size: tuple[int, int], generator: torch.Generator
+) -> AugmentDraw:
+    """Draw ``batch`` images' changes from ``generator`` (on its device), ranges of ``config``;
+    ``size`` (H, W) model px sets the shift in px."""
+    H, W = size
+
+    def uniform(low: float, high: float, *shape: int) -> torch.Tensor:
+        u = torch.rand(batch, *shape, generator=generator, device=generator.device)
+        return low + (high - low) * u.double()
+
+    t = config.translate_fraction
+    shift = uniform(-t, t, 2) * torch.tensor([W, H], dtype=torch.float64, device=generator.device)
+    log_gamma = uniform(math.log(config.gamma_range[0]), math.log(config.gamma_range[1]))
+    turn = math.radians(config.rotation_deg)
+    return AugmentDraw(
+        zoom=uniform(*config.scale_range),
+        shift=shift,
+        angle=uniform(-turn, turn),
+        gamma=torch.exp(log_gamma),
+        gain=uniform(*config.gain_range),
+    )
+
+
+def forward_matrix(draw: AugmentDraw) -> torch.Tensor:
+    """(B, 2, 2) float64 ``A = zoom x rotation`` acting on (x, y) model px offsets."""
+    cos, sin = torch.cos(draw.angle), torch.sin(draw.angle)
+    rotation = torch.stack((torch.stack((cos, -sin), -1), torch.stack((sin, cos), -1)), -2)
+    return draw.zoom[:, None, None] * rotation
+
+
+def move_points(points: torch.Tensor, draw: AugmentDraw, size: tuple[int, int]) -> torch.Tensor:
+    """(B, C, 2) model px -> the same points after the draw's forward map (NaN stays NaN)."""
+    H, W = size
+    centre = points.new_tensor([(W - 1) / 2, (H - 1) / 2])
+    forward = forward_matrix(draw).to(points.dtype)
+    moved = (points - centre) @ forward.transpose(1, 2)  # (B, C, 2) @ (B, 2, 2)
+    return centre + moved + draw.shift[:, None, :].to(points.dtype)
+
+
+def sampling_grid(draw: AugmentDraw, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, 2) ``grid_sample`` grid of the inverse map: output pixel q samples the input at
+    ``centre + A^-1 (q - centre - shift)``; with ``align_corners`` the normalised coordinate is
+    ``u = S (q - centre)``, S = diag(2 / (W - 1), 2 / (H - 1))."""
+    H, W = size
+    inverse = torch.linalg.inv(forward_matrix(draw))  # (B, 2, 2)
+    to_unit = torch.tensor([2.0 / (W - 1), 2.0 / (H - 1)], dtype=torch.float64)
+    to_unit = to_unit.to(inverse.device)
+    matrix = to_unit[None, :, None] * inverse / to_unit[None, None, :]  # S A^-1 S^-1
+    offset = -(to_unit[None, :] * (inverse @ draw.shift[:, :, None])[:, :, 0])  # -S A^-1 shift
+    theta = torch.cat((matrix, offset[:, :, None]), dim=2).float()  # (B, 2, 3)
+    return F.affine_grid(theta, [theta.shape[0], 1, H, W], align_corners=True)
+
+
+def augment_batch(
+    image: torch.Tensor, kept: torch.Tensor, points: torch.Tensor, draw: AugmentDraw
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply ``draw`` to a batch.
+
+    Args:
+        image: (B, 1, H, W) float32 in [0, 1]. kept: (B, 1, H, W) float32 0/1 (the kept mask).
+        points: (B, C, 2) float64 model px, NaN where absent.
+
+    Returns:
+        (image, kept, points): the image resampled then ``clamp(0, 1) ** gamma``, times
+        ``gain`` and clipped; the mask resampled (bilinear, as the CPU path; threshold 0.5
+        later); the points moved by the forward map.
+    """
+    H, W = image.shape[-2:]
+    grid = sampling_grid(draw, (H, W))
+    warped = F.grid_sample(
+        torch.cat((image, kept), dim=1), grid, mode="bilinear", align_corners=True
+    )  # (B, 2, H, W)
+    gamma = draw.gamma.float()[:, None, None, None]
+    gain = draw.gain.float()[:, None, None, None]
+    pixels = warped[:, :1].clamp(0.0, 1.0).pow(gamma).mul(gain).clamp(0.0, 1.0)
+    return pixels, warped[:, 1:], move_points(points, draw, (H, W))
