@@ -126,5 +126,8 @@ ABLATION_ORDER: tuple[str, ...] = ("stl", "sfcn", "mfcn", "mgcn", "mgcn_r", "pbt
 MODELS: tuple[str, ...] = names(Model)
 PRESETS: tuple[str, ...] = names(Preset)
 BACKENDS: tuple[str, ...] = names(Backend)
+# What --backend accepts in predict / serve: "auto" picks one (``abdus.inference.auto``).
+AUTO_BACKEND = "auto"
+BACKEND_CHOICES: tuple[str, ...] = (AUTO_BACKEND, *BACKENDS)
 BENCH_BACKENDS: tuple[str, ...] = names(BenchBackend)
 REDUCTIONS: tuple[str, ...] = names(Reduction)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from abdus import __version__
-from abdus.choices import ABLATION_ORDER, BACKENDS, MODELS, PRESETS
+from abdus.choices import ABLATION_ORDER, BACKEND_CHOICES, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
 DEVICE_HELP = "cpu, cuda or cuda:N (default: auto, the GPU when there is one)"
@@ -103,7 +103,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    keywords = "as_json=json repeats warmup backends size depth data"
+    keywords = "as_json=json repeats warmup backends size depth widths data"
     _call("abdus.inference.benchmark:run_benchmark", args, "target", keywords)
     return 0
 
@@ -208,11 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sr", action="store_true", help="also write DICOM SR (TID 1500) files")
     p.add_argument(
         "--backend",
-        default="torch",
-        choices=BACKENDS,
-        help="torch (run folder or .pt), onnx or onnx-int8 (the .onnx beside it, or given)",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="auto (default: the fastest backend measured exact enough on this CPU; it says "
+        "which and why), torch, onnx or onnx-int8 (the .onnx beside the model, or given)",
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (torch backend)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (--backend torch; refused on a CPU without native bfloat16)",
+    )
     p.add_argument("--view", default=None, help="use this view instead of the classifier")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
@@ -255,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("resnet18", "resnet34", "resnet50"),
         help="encoder of a preset's untrained model (default: the preset's)",
     )
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar="W",
+        help="a preset's encoder stage widths (e.g. a distilled student's: 32 64 128 256)",
+    )
     p.add_argument("--data", default=None, help="dataset to measure accuracy change on")
     p.set_defaults(func=_cmd_benchmark)
 
@@ -282,7 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=8080, help="REST port (0: any free)")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback)")
     p.add_argument("--token-file", default=None, help="bearer token file (needed off loopback)")
-    p.add_argument("--backend", default="torch", choices=BACKENDS, help="torch, onnx or onnx-int8")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKEND_CHOICES,
+        help="auto (default: picked for this CPU and model, logged), torch, onnx or onnx-int8",
+    )
     p.add_argument("--workers", type=int, default=1, help="processing threads (default 1)")
     p.add_argument(
         "--secondary-capture", action="store_true", help="also write and forward an SC image"

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from abdus.errors import AbdusInputError
+from abdus.inference.auto import read_onnx_info, recorded_check
 from abdus.inference.backends import OnnxBackend, one_shot_forward
 from abdus.inference.compare import int8_cost
 from abdus.inference.export import INT8_NAME, ONNX_NAME, load_for_export, max_abs_diff, resolve_onnx
@@ -112,7 +113,7 @@ def test_int8_cost_reports_accuracy_and_mm_change(exported, tiny_run, cohort):
     assert cost["mean_landmark_shift_mm"] >= 0.0
 
 
-def test_cli_int8_export_prints_its_cost_on_the_test_split(tiny_run, cohort, tmp_path, capsys):
+def test_cli_int8_export_prints_its_cost_on_the_val_split(tiny_run, cohort, tmp_path, capsys):
     from abdus.cli import main
 
     out = tmp_path / INT8_NAME
@@ -121,9 +122,14 @@ def test_cli_int8_export_prints_its_cost_on_the_test_split(tiny_run, cohort, tmp
     printed = capsys.readouterr().out
     assert out.is_file() and "precision: int8" in printed
     cost_line = next(line for line in printed.splitlines() if line.startswith("int8 cost:"))
-    assert "5 test images" in cost_line and "view accuracy" in cost_line and "median" in cost_line
+    assert "5 val-split images" in cost_line and "view accuracy" in cost_line
+    assert "median" in cost_line
+    check = recorded_check(read_onnx_info(out))  # kept in the file for --backend auto
+    assert check["split"] == "val" and check["n_images"] == 5
+    assert check["mean_measurement_change_mm"] >= 0 and 0 <= check["share_over_2mm"] <= 1
     assert main([*args, "--calibration-images", "4", "--check-images", "0"]) == 0
     assert "int8 cost" not in capsys.readouterr().out
+    assert recorded_check(read_onnx_info(out)) is None  # a new file, not checked
 
 
 def test_calibration_reader_serves_strides_of_the_model_inputs():

@@ -68,7 +68,8 @@ def test_json_has_view_probabilities_task_landmarks_and_source(predicted, scanne
     assert sum(record["view_probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert record["view_probability"] == record["view_probabilities"][record["view"]]
     assert set(record["landmarks"]) == set(landmarks_of_view(record["view"]))
-    assert record["model_id"].startswith("mgcn_r:") and record["backend"] == "torch-fp32"
+    # --backend auto on a CPU without a checked INT8 file: ONNX Runtime fp32 (exact)
+    assert record["model_id"].startswith("mgcn_r:") and record["backend"] == "onnx-fp32"
     assert record["spacing_mm"] == pytest.approx([0.3, 0.3])  # the right tissue region
     assert record["error"] is None
 
@@ -275,7 +276,8 @@ def test_reader_warnings_go_to_stderr_one_line_per_file_and_into_the_json(
 
 def test_device_choice(tiny_run, scanner_files, tmp_path):
     png = [scanner_files["png"]]
-    assert run_predict(tiny_run, png, tmp_path / "cpu", view=KT_VIEW, device="cpu") == 0
+    options = {"view": KT_VIEW, "device": "cpu", "backend": "torch"}
+    assert run_predict(tiny_run, png, tmp_path / "cpu", **options) == 0
     assert _load(tmp_path / "cpu", "screen")["backend"] == "torch-fp32"
     with pytest.raises(AbdusInputError, match="unknown device 'tpu'; valid: auto, cpu, cuda"):
         run_predict(tiny_run, png, tmp_path, device="tpu")

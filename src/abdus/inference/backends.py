@@ -63,18 +63,21 @@ def physical_cores() -> int:
 
 
 def cpu_features() -> dict[str, bool]:
-    """Which of the instruction sets the fast backends use this CPU has (Linux /proc/cpuinfo):
-    ``vnni`` (u8 x s8 dot products: INT8), ``avx512_bf16`` (bfloat16), ``amx``."""
+    """Which of the instruction sets the backends use this CPU has (Linux /proc/cpuinfo):
+    ``avx2``, ``avx512f``, ``vnni`` (u8 x s8 dot products: INT8, AVX512_VNNI or AVX_VNNI),
+    ``avx512_bf16`` (native bfloat16), ``amx``. All False where /proc/cpuinfo is unreadable."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"vnni": False, "avx512_bf16": False, "amx": False}
+        text = ""
     flags = set(
         next(
             (ln.split(":", 1)[1] for ln in text.splitlines() if ln.startswith("flags")), ""
         ).split()
     )
     return {
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
         "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
         "avx512_bf16": "avx512_bf16" in flags,
         "amx": bool(flags & {"amx_int8", "amx_bf16"}),

@@ -28,6 +28,7 @@ import dataclasses
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from abdus.choices import BENCH_BACKENDS, PRESETS
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig, preprocess_image
 from abdus.errors import AbdusInputError
+from abdus.inference.auto import read_onnx_info, recorded_check, within_exactness
 from abdus.inference.backends import (
     OnnxBackend,
     TorchBackend,
@@ -63,24 +65,36 @@ from abdus.timing import synchronize, time_calls
 from abdus.training.presets import preset_config
 
 BASELINE = "torch-fp32"
+CPU_FEATURES = ("avx2", "avx512f", "vnni", "avx512_bf16", "amx")
 TEST_VIEW = "kidney_right_trans"  # 4 landmarks: the largest task to decode
 # Goals of the project's issue (2 CPU cores, paper size).
 GOALS = {"latency_ms": 250.0, "speedup": 6.0, "accuracy_points": 0.5, "mm": 0.2, "size_mb": 50.0}
 STAGES = ("read", "preprocess", "network", "decode")
+NO_BF16 = "no native bfloat16 on this CPU (no AVX512_BF16 or AMX): bf16 runs ~4x slower than fp32"
+EXACT = ("torch-fp32", "onnx-fp32")  # the same outputs as eager fp32 (ONNX: to ~1e-5)
 
 
 # ----------------------------------------------------------------------------- the target
 def preset_model(
-    preset: str, *, size: int | None = None, depth: str | None = None
+    preset: str,
+    *,
+    size: int | None = None,
+    depth: str | None = None,
+    widths: Sequence[int] | None = None,
 ) -> LoadedNetwork:
-    """An untrained model of a training preset (``size``: square canvas, ``depth``: ResNet)."""
+    """An untrained model of a training preset (``size``: square canvas, ``depth``: ResNet,
+    ``widths``: the encoder's four stage widths, e.g. a distilled student's)."""
 
     config = preset_config(preset)
     if size is not None:
         pre = PreprocessConfig(config.preprocess.spacing_mm, (int(size), int(size)))
         config = dataclasses.replace(config, preprocess=pre)
-    if depth is not None:
-        options = dataclasses.replace(config.model_options, depth=depth)
+    if depth is not None or widths is not None:
+        options = dataclasses.replace(
+            config.model_options,
+            depth=depth or config.model_options.depth,
+            widths=tuple(widths) if widths else config.model_options.widths,
+        )
         config = dataclasses.replace(config, model_options=options)
     torch.manual_seed(0)
     model = build_model(config.model, config.model_options).eval()
@@ -223,6 +237,28 @@ def gpu_figures(loaded: LoadedNetwork, path: Path, view: str | None, repeats: in
 
 
 # ------------------------------------------------------------------------------ the report
+def auto_pick(
+    rows: dict[str, dict], accuracy: dict[str, dict] | None, built: dict
+) -> tuple[str, str]:
+    """What ``--backend auto`` would deploy on this machine: the fastest timed backend that is
+    exact (fp32) or whose measured cost against fp32 (``--data``, else the check recorded in
+    the run's INT8 file) meets ``auto.EXACTNESS``; bf16 never (``abdus.inference.auto``)."""
+    fit: dict[str, str] = {n: "exact" for n in rows if n in EXACT}
+    for name in rows:
+        if name in EXACT or name == "torch-bf16":
+            continue
+        measured = (accuracy or {}).get(name)
+        if measured is None and built[name][1] is not None:
+            measured = recorded_check(read_onnx_info(built[name][1]))
+        met, figures = within_exactness(measured)
+        if met:
+            fit[name] = figures
+    if not fit:
+        return BASELINE, "no timed backend is known to be exact enough"
+    best = min(fit, key=lambda n: rows[n]["median_ms"])
+    return best, f"fastest of {', '.join(sorted(fit))} ({fit[best]})"
+
+
 def _machine() -> dict[str, Any]:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
@@ -280,7 +316,11 @@ def format_table(report: dict[str, Any]) -> str:
         f"{report['model']['depth']}, {report['model']['size'][0]}x{report['model']['size'][1]})",
         f"machine: {report['machine']['cpu']}, {report['machine']['physical_cores']} core(s), "
         f"load average {report['machine']['load_average']}",
+        "cpu features: "
+        + ", ".join(f"{k} {'yes' if report['machine'][k] else 'no'}" for k in CPU_FEATURES),
     ]
+    for name, why in (report.get("skipped") or {}).items():
+        lines.append(f"skipped {name}: {why}")
     if report.get("note"):
         lines.append(f"note: {report['note']}")
     lines.append(
@@ -301,15 +341,21 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"goal {key}: {goal['value']:.2f} vs {goal['target']} -> {state}")
     if report.get("gpu"):
         lines.append(f"gpu: {json.dumps(report['gpu'])}")
+    if report.get("auto"):
+        lines.append(f"auto: {report['auto']} ({report['auto_reason']})")
     return "\n".join(lines)
 
 
-def _load_target(target: str, size: int | None, depth: str | None) -> tuple[LoadedNetwork, bool]:
-
+def _load_target(
+    target: str, size: int | None, depth: str | None, widths: Sequence[int] | None
+) -> tuple[LoadedNetwork, bool]:
     if target in PRESETS:
-        return preset_model(target, size=size, depth=depth), True
-    if size is not None or depth is not None:
-        raise AbdusInputError("--size / --depth apply to a preset, not a trained model", target)
+        try:
+            return preset_model(target, size=size, depth=depth, widths=widths), True
+        except ValueError as err:
+            raise AbdusInputError(str(err), target) from None
+    if size is not None or depth is not None or widths is not None:
+        raise AbdusInputError("--size / --depth / --widths apply to a preset", target)
     if Path(target).suffix == ".onnx":
         raise AbdusInputError("benchmark a run folder, a model.pt or a preset name", target)
     return open_network(target), False
@@ -324,17 +370,26 @@ def run_benchmark(
     backends: Sequence[str] | None = None,
     size: int | None = None,
     depth: str | None = None,
+    widths: Sequence[int] | None = None,
     data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``target`` (run folder, ``model.pt`` or preset name); prints and returns the
     report (see module doc). ``data``: a dataset folder for the accuracy change of each fast
-    backend (and INT8 calibration); ``size`` / ``depth`` override a preset's canvas / ResNet."""
+    backend (and INT8 calibration); ``size`` / ``depth`` / ``widths`` override a preset's
+    canvas / ResNet / stage widths."""
     names = list(backends or BENCH_BACKENDS)
     if unknown := [n for n in names if n not in BENCH_BACKENDS]:
         raise AbdusInputError(f"unknown backend(s) {unknown}; valid: {', '.join(BENCH_BACKENDS)}")
+    skipped = {}
+    if "torch-bf16" in names and not bf16_supported("cpu"):
+        if backends:  # named on purpose: time it, loudly
+            print(f"warning: {NO_BF16}; timing torch-bf16 as asked", file=sys.stderr)
+        else:
+            names.remove("torch-bf16")
+            skipped["torch-bf16"] = NO_BF16
     if repeats < 1 or warmup < 0:
         raise AbdusInputError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    loaded, untrained = _load_target(str(target), size, depth)
+    loaded, untrained = _load_target(str(target), size, depth, widths)
     machine = _machine()
     with tempfile.TemporaryDirectory(prefix="abdus-bench-") as tmp:
         folder = Path(tmp)
@@ -356,7 +411,10 @@ def run_benchmark(
             row["speedup"] = base / row["median_ms"] if base else float("nan")
         accuracy = _accuracy(built, loaded, data) if data else None
         gpu = gpu_figures(loaded, image, view, repeats) if torch.cuda.is_available() else None
+        auto = auto_pick(rows, accuracy, built)  # reads the INT8 file's recorded check
     report = _report(loaded, target, untrained, machine, rows, accuracy, gpu, repeats, warmup)
+    report["skipped"] = skipped
+    report["auto"], report["auto_reason"] = auto
     print(json.dumps(report, indent=2) if as_json else format_table(report))
     return report
 

@@ -44,14 +44,18 @@ def collect_outputs(
     *,
     split: str = "test",
     test_fraction: float = 0.2,
+    val_fraction: float = 0.0,
     seed: int = 0,
     limit: int | None = None,
     batch_size: int = 8,
 ) -> list[SplitOutputs]:
-    """Run every predictor on the same preprocessed images of ``split``; decode each image's
-    reader-A view task (the predicted view's where it has none)."""
+    """Run every predictor on the same preprocessed images of ``split`` (the run's patient
+    split: ``test_fraction``, ``val_fraction``, ``seed``); decode each image's reader-A view
+    task (the predicted view's where it has none)."""
     manifest = load_manifest(data)
-    records = split_records(manifest, split, test_fraction=test_fraction, seed=seed)
+    records = split_records(
+        manifest, split, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed
+    )
     records = records[:limit] if limit else records
     if not records:
         raise AbdusInputError(f"the {split} split has no images", data)
@@ -153,8 +157,8 @@ def int8_cost(
     """View accuracy and measurement change (mm) of an INT8 ``.onnx`` against fp32 PyTorch.
 
     ``model``: the run folder / ``.pt`` (fp32 reference); ``int8_model``: its INT8 ``.onnx``;
-    ``data``: a dataset folder; ``split``: the run's patient-level split to use (its seed and
-    test fraction). See ``compare_predictors`` for the fields.
+    ``data``: a dataset folder; ``split``: the run's patient-level split to use (its seed,
+    test and validation fractions). See ``compare_predictors`` for the fields.
     """
     reference = Predictor.from_run(model, backend="torch")
     candidate = Predictor.from_run(int8_model, backend="onnx")
@@ -165,6 +169,7 @@ def int8_cost(
         data,
         split=split,
         test_fraction=config.test_fraction,
+        val_fraction=config.val_fraction,
         seed=config.seed,
         limit=limit,
         batch_size=batch_size,
@@ -200,7 +205,7 @@ def format_cost(cost: dict[str, Any]) -> str:
     """One line for a ``compare_predictors`` / ``int8_cost`` report (or why it was skipped)."""
     if "skipped" in cost:
         return f"not measured ({cost['skipped']})"
-    parts = [f"{cost.get('n_images', 0)} test images"]
+    parts = [f"{cost.get('n_images', 0)} {cost.get('split', 'test')}-split images"]
     if cost.get("accuracy_change_points") is not None:
         parts.append(f"view accuracy {cost['accuracy_change_points']:+.2f} points")
     if cost.get("mean_measurement_change_mm") is not None:

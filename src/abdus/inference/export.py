@@ -135,7 +135,8 @@ def attach_metadata(path: Path, info: OnnxModelInfo) -> None:
     proto.metadata_props.add(key=metadata_key(), value=info.to_json())
     proto.producer_name, proto.producer_version = "abdus", __version__
     proto.doc_string = "abdus: abdominal ultrasound view classification and caliper landmarks"
-    onnx.save(proto, str(path))
+    with atomic_path(path) as target:
+        onnx.save(proto, str(target))
 
 
 def _trace_to_onnx(model: nn.Module, size: tuple[int, int], path: Path) -> list[str]:

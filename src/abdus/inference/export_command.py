@@ -7,12 +7,14 @@ The pieces: ``abdus.inference.export`` (tracing, metadata, the files beside a ru
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from abdus.errors import AbdusInputError
+from abdus.inference.auto import read_onnx_info
 from abdus.inference.compare import int8_cost
-from abdus.inference.export import export_loaded
+from abdus.inference.export import attach_metadata, export_loaded
 from abdus.inference.quantize import CALIBRATION_METHODS, calibration_feeds
 from abdus.modelfile import open_network
 
@@ -58,8 +60,35 @@ def export_onnx(
         loaded, out, int8=int8, calibration_feeds_=feeds, calibration_method=calibration_method
     )
     if int8 and check_images > 0:
+        # The check decides whether `--backend auto` uses this file: a choice, so it is made
+        # on the validation patients (the test split when the run has none).
+        split = "val" if loaded.config.val_fraction > 0 else "test"
         try:
-            report["int8_cost"] = int8_cost(run_or_model, out, calibration, limit=check_images)
-        except AbdusInputError as err:  # e.g. a dataset without a test split: the file stands
-            report["int8_cost"] = {"skipped": str(err)}
+            cost = int8_cost(run_or_model, out, calibration, split=split, limit=check_images)
+        except AbdusInputError as err:  # e.g. a dataset without that split: the file stands
+            cost = {"skipped": str(err)}
+        report["int8_cost"] = cost
+        if "skipped" not in cost:
+            record_check(Path(out), cost)
     return report
+
+
+def record_check(path: Path, cost: dict[str, Any]) -> None:
+    """Store the INT8 file's measured cost against fp32 in its own metadata (atomically), where
+    ``--backend auto`` reads it (``abdus.inference.auto``)."""
+    info = read_onnx_info(path)
+    if info is None:
+        return
+    keys = [
+        "split",
+        "n_images",
+        "n_measurements",
+        "accuracy_change_points",
+        "view_agreement",
+        "mean_measurement_change_mm",
+        "median_measurement_change_mm",
+        "share_over_2mm",
+    ]
+    check = {k: cost.get(k) for k in keys}
+    quantization = {**info.quantization, "check": check}
+    attach_metadata(path, dataclasses.replace(info, quantization=quantization))

@@ -100,6 +100,7 @@ class BasePredictor:
     """
 
     name: str = "model"  # the backend or baseline name shown in outputs
+    backend_choice: Any = None  # abdus.inference.auto.BackendChoice when "auto" picked it
 
     def __init__(
         self, preprocess: PreprocessConfig, *, classifies: bool, locates: bool, model_id: str = ""

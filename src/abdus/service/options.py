@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from abdus.choices import Backend, check_choice
+from abdus.choices import BACKEND_CHOICES
 from abdus.errors import AbdusInputError
 from abdus.service.forwarder import Destination
 
@@ -52,7 +52,7 @@ class ServeOptions:
     http_port: int = 8080
     host: str = "127.0.0.1"
     token: str | None = None  # read from --token-file
-    backend: str = "torch"
+    backend: str = "auto"  # BACKEND_CHOICES; "auto" is resolved by open_predictor
     workers: int = 1
     secondary_capture: bool = False
     retries: int = 5
@@ -97,10 +97,9 @@ class ServeOptions:
             raise AbdusInputError(f"--retry-delay must be positive, got {self.retry_delay}")
         if not self.max_upload_mb > 0:
             raise AbdusInputError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
-        try:
-            check_choice(Backend, self.backend)
-        except ValueError as err:
-            raise AbdusInputError(str(err)) from None
+        if self.backend not in BACKEND_CHOICES:
+            valid = ", ".join(BACKEND_CHOICES)
+            raise AbdusInputError(f"unknown backend {self.backend!r}; valid: {valid}")
         if not is_loopback(self.host) and token_file is None:
             raise AbdusInputError(
                 f"--host {self.host} is not loopback: give --token-file so requests need a token"

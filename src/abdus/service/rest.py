@@ -110,6 +110,7 @@ def create_app(context: RestContext) -> FastAPI:
             "abdus_version": __version__,
             "model_id": ctx.predictor.model_id,
             "backend": ctx.predictor.name,
+            "backend_reason": getattr(ctx.predictor.backend_choice, "reason", "named by --backend"),
             "ae_title": ctx.ae_title,
             "views": list(VIEW_NAMES),
             "landmarks": list(LANDMARKS),

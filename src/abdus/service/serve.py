@@ -193,6 +193,8 @@ class _Server:
             **status,
             workers=o.workers,
             model_id=self.predictor.model_id,
+            backend=self.predictor.name,
+            backend_reason=getattr(self.predictor.backend_choice, "reason", "named by --backend"),
             transfer_syntaxes=self.node.transfer_syntaxes,
             forward=[str(d) for d in o.forward],
             queued=self.work.depth(),
