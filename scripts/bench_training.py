@@ -2,6 +2,7 @@
 
     python scripts/bench_training.py                          # demo and paper, fp32 and bf16
     python scripts/bench_training.py --presets demo --amp off --steps 10
+    python scripts/bench_training.py --pipeline --presets demo --amp off   # data paths, inference
 
 Random data through the trainer's own step functions (``abdus.training.throughput``): the
 landmark stage (with the PatchGAN for mgcn_r) and the view stage, each at its preset batch
@@ -9,6 +10,14 @@ size and input size. ``paper`` is ResNet50 MGCN_R at 512x512, batch 4 (stage 1) 
 Reported: median seconds per step after warm-up, images/s from it, and the first / last loss
 on the fixed batch. With ``--data DATA [--lrs ...]`` it prints instead the stage-1 loss of each
 step on the real images of a dataset, per learning rate (does a learning rate learn?).
+
+With ``--pipeline`` it measures a stage as ``abdus train`` runs it, data included, on the cached
+samples of a cohort (``--data``, or one generated with ``--patients`` patients): images/s of
+the CPU loader (``data_on_device: off``, the preset's ``num_workers``) and of the
+device-resident path (``on``), each alone (batches on the device) and feeding consecutive
+training steps (``abdus.training.throughput.measure_data_path``; ``--compile`` adds
+``torch.compile``d runs), then the preset's end-to-end inference (``abdus benchmark``, one
+image from file to measurements). Ratios are comparable within one run only.
 
 On the 2-core VMs used for development, OpenMP's default busy-waiting made step times vary
 tenfold from run to run; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) or
@@ -18,16 +27,26 @@ tenfold from run to run; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import psutil
 import torch
 
+from abdus.inference.benchmark import run_benchmark
+from abdus.phantom.generate import generate_cohort
+from abdus.training.datasets import load_training_data
+from abdus.training.distributed import DistributedContext
 from abdus.training.loops import LANDMARKS, VIEWS
 from abdus.training.presets import PRESETS, preset_config
-from abdus.training.throughput import landmark_loss_curve, measure_training
+from abdus.training.stages import STAGES, codec_of
+from abdus.training.throughput import landmark_loss_curve, measure_data_path, measure_training
 
 
 def main() -> None:
@@ -43,12 +62,19 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset: print stage-1 loss curves instead")
     parser.add_argument("--lrs", nargs="+", type=float, default=None, help="stage-1 lrs (--data)")
     parser.add_argument("--reduction", default=None, choices=("sum", "mean"), help="with --data")
+    parser.add_argument("--pipeline", action="store_true", help="data paths + inference")
+    parser.add_argument("--patients", type=int, default=10, help="generated cohort (--pipeline)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (--pipeline)")
+    parser.add_argument("--inference-repeats", type=int, default=10, help="(--pipeline)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.pipeline:
+        pipeline(args)
+        return
     if args.data:
         loss_curves(args)
         return
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     results = []
     for preset in args.presets:
@@ -71,6 +97,70 @@ def main() -> None:
         "results": results,
     }
     print(json.dumps(summary, indent=1))
+
+
+def _machine(device: torch.device) -> dict:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        "unknown",
+    )  # fmt: skip
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {
+        "device": str(device),
+        "cpu": cpu,
+        "gpu": gpu,
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "load_average": list(psutil.getloadavg()),
+    }
+
+
+def pipeline(args: argparse.Namespace) -> None:
+    """Per preset and amp: each stage's images/s on the loader and on the device path (data
+    alone, data + steps), then end-to-end inference; one JSON line per row, a summary last."""
+    device = torch.device(args.device)
+    machine = _machine(device)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="abdus-bench-") as tmp:
+        data_dir = args.data
+        if data_dir is None:
+            data_dir = Path(tmp) / "cohort"
+            generate_cohort(data_dir, patients=args.patients, seed=0, progress=False)
+        ctx = DistributedContext(0, 1, 0, device)
+        for preset in args.presets:
+            base = preset_config(preset, args.model)
+            cache = Path(tmp) / f"cache-{preset}"  # built once per preset, outside the timing
+            base = dataclasses.replace(base, cache_dir=str(cache))
+            data = load_training_data(data_dir, base, codec_of(base), Path(tmp), STAGES, ctx)
+            for amp in args.amp:
+                for compiled in (False, True) if args.compile else (False,):
+                    config = dataclasses.replace(base, amp=amp, compile=compiled)
+                    for stage in args.stages:
+                        for placement in ("off", "on"):
+                            row = measure_data_path(
+                                config, data, stage, device=device, placement=placement,
+                                steps=args.steps, warmup=args.warmup,
+                            )  # fmt: skip
+                            row.update(preset=preset, model=args.model)
+                            results.append(row)
+                            print(json.dumps(row), flush=True)
+            with contextlib.redirect_stdout(sys.stderr):  # its report: stdout stays JSON lines
+                report = run_benchmark(
+                    preset, as_json=True, repeats=args.inference_repeats, backends=["torch-fp32"]
+                )
+            row = {
+                "preset": preset,
+                "inference": "end-to-end, one image, torch-fp32 (abdus benchmark)",
+                **{k: report["backends"]["torch-fp32"][k] for k in ("median_ms", "p90_ms")},
+                "gpu": report.get("gpu"),
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    machine["load_average_after"] = list(psutil.getloadavg())
+    print(json.dumps({"machine": machine, "results": results}, indent=1))
 
 
 def loss_curves(args: argparse.Namespace) -> None:

@@ -1,4 +1,5 @@
-"""scripts/gpu_check.py runs end to end on a CPU with --tiny and reports JSON-ready numbers."""
+"""scripts/gpu_check.py runs end to end on a CPU with --tiny and reports JSON-ready numbers;
+the data-path throughput of scripts/bench_training.py --pipeline measures both paths."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import importlib.util
 import json
 import math
 from pathlib import Path
+
+from training_synthetic import tiny_config
+
+from abdus.training.datasets import load_training_data
+from abdus.training.distributed import init_distributed
+from abdus.training.stages import STAGES, codec_of
+from abdus.training.throughput import measure_data_path
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -28,3 +36,23 @@ def test_gpu_check_tiny_runs_on_the_cpu(one_thread):
     stage1 = next(r for r in result["training"] if r["stage"] == "landmarks")
     assert stage1["discriminator"] and math.isfinite(stage1["loss_first"])
     assert {r["batch_size"] for r in result["inference"]} == {1, 2}
+
+
+def test_data_path_throughput_is_measured_for_the_loader_and_the_device_path(
+    tmp_path, cohort, cohort_cache, one_thread
+):
+    config = tiny_config(cache_dir=str(cohort_cache))
+    ctx = init_distributed("cpu")
+    data = load_training_data(cohort, config, codec_of(config), tmp_path, STAGES, ctx)
+    rows = [
+        measure_data_path(config, data, stage, device=ctx.device, placement=p, steps=3, warmup=1)
+        for stage in STAGES
+        for p in ("off", "on")
+    ]
+    json.dumps(rows)
+    assert [(r["stage"], r["data_on_device"]) for r in rows] == [
+        (s, p) for s in STAGES for p in ("off", "on")
+    ]
+    for row in rows:
+        assert row["train_images_per_s"] > 0 and row["data_images_per_s"] > 0
+        assert row["batch_size"] == {"landmarks": 4, "views": 8}[row["stage"]]

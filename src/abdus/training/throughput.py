@@ -6,10 +6,18 @@ Training steps are the trainer's own (``loops.landmark_step`` / ``loops.view_ste
 image the landmarks of one random task as Gaussian targets of the config's codec. Times come
 from ``abdus.timing.time_calls``: per-step medians after a warm-up (medians, because a shared
 CPU has outlier steps), with CUDA synchronised around every step.
+
+``measure_data_path`` times instead whole runs of consecutive steps on a real cohort's cached
+samples, each batch coming from the CPU loader or from the device-resident path
+(``TrainConfig.data_on_device``): what one stage of ``abdus train`` does, data included.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -19,8 +27,9 @@ from abdus.data.dataset import UltrasoundDataset
 from abdus.data.splits import split_by_patient
 from abdus.io.manifest import load_manifest
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, TASKS
-from abdus.timing import time_calls
+from abdus.timing import synchronize, time_calls
 from abdus.training.config import TrainConfig
+from abdus.training.datasets import TrainingData, start_epoch, train_batches
 from abdus.training.distributed import DistributedContext
 from abdus.training.loops import STEPS, StepTools, build_step_tools, to_device
 from abdus.training.runtime import (
@@ -118,6 +127,68 @@ def measure_training(
         "images_per_s": round(batch_size / median, 2),
         "loss_first": losses[0],
         "loss_last": losses[-1],
+    }
+
+
+def _endless(batches, seed: int, stage: str) -> Iterator[dict[str, torch.Tensor]]:
+    """The batches of epoch 0, 1, ... of ``stage`` one after another."""
+    for epoch in itertools.count():
+        start_epoch(batches, seed, stage, epoch)
+        yield from batches
+
+
+def measure_data_path(
+    config: TrainConfig,
+    data: TrainingData,
+    stage: str = LANDMARKS,
+    *,
+    device: torch.device,
+    placement: str,
+    steps: int = 20,
+    warmup: int = 3,
+) -> dict[str, Any]:
+    """Images/s of ``stage`` with its data path: ``placement`` ("off": the CPU loader with
+    ``config.num_workers`` workers; "on": ``device_data``) feeding ``steps`` consecutive
+    training steps after ``warmup`` ones (one interval, CUDA synchronised at both ends, no host
+    sync in between), and of the data path alone (batches on the device, no step)."""
+    config = dataclasses.replace(config, data_on_device=placement)
+    tools = _step_tools(config, stage, device)
+    batch_size = stage_config(config, stage).batch_size
+    ctx = tools.ctx
+    step = STEPS[stage]
+
+    def timed(run_step: bool) -> tuple[float, int]:
+        batches = _endless(train_batches(data, stage, batch_size, config, ctx), config.seed, stage)
+        images, loss = 0, None
+        for index in range(warmup + steps):
+            if index == warmup:
+                synchronize(device)
+                began, images = time.perf_counter(), 0
+            batch = to_device(next(batches), tools)
+            images += int(batch["image"].shape[0])
+            if run_step:
+                loss = step(batch, tools)["loss"].detach()
+        synchronize(device)
+        seconds = time.perf_counter() - began
+        if loss is not None and not torch.isfinite(loss):
+            raise RuntimeError(f"{stage}: the loss became {float(loss)}")
+        return seconds, images
+
+    data_s, data_images = timed(run_step=False)
+    train_s, train_images = timed(run_step=True)
+    return {
+        "stage": stage,
+        "data_on_device": placement,
+        "num_workers": config.num_workers if placement == "off" else 0,
+        "augment": config.augment,
+        "batch_size": batch_size,
+        "input": list(config.preprocess.size),
+        "amp": _amp_name(tools.amp_dtype),
+        "channels_last": config.channels_last,
+        "compile": config.compile,
+        "steps": steps,
+        "data_images_per_s": round(data_images / data_s, 2),
+        "train_images_per_s": round(train_images / train_s, 2),
     }
 
 
