@@ -50,6 +50,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    keywords = "widths depth alpha temperature epochs_scale device resume"
+    run = _call("abdus.training.distill:distill", args, "teacher data out", keywords)
+    print(f"student run folder: {run} (evaluate it with: abdus evaluate {run} --data DATA)")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from abdus.evaluation.evaluate import evaluate_run
 
@@ -169,6 +176,37 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="split, initial weights and data order (default 0)"
     )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("distill", help="train a smaller network taught by a trained one")
+    p.add_argument("teacher", metavar="RUN", help="the teacher: run folder or model.pt")
+    p.add_argument("--data", required=True, help=DATA_HELP + " (the teacher's, same split)")
+    p.add_argument("--out", required=True, help="the student's run folder (new, or --resume)")
+    p.add_argument(
+        "--widths",
+        type=int,
+        nargs=4,
+        default=None,
+        metavar="W",
+        help="the student's encoder stage widths (default: half the teacher's)",
+    )
+    p.add_argument(
+        "--depth",
+        default=None,
+        choices=("resnet18", "resnet34", "resnet50"),
+        help="the student's ResNet depth (default: the teacher's)",
+    )
+    p.add_argument(
+        "--alpha", type=float, default=0.5, help="weight of the teacher against the labels (0-1)"
+    )
+    p.add_argument(
+        "--temperature", type=float, default=2.0, help="softens the logits in the view stage"
+    )
+    p.add_argument(
+        "--epochs-scale", type=float, default=None, help="multiplies both stages' epochs"
+    )
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
+    p.add_argument("--resume", action="store_true", help="continue from the student's checkpoint")
+    p.set_defaults(func=_cmd_distill)
 
     p = sub.add_parser("evaluate", help="metrics.json and a report for a trained run")
     p.add_argument("run", metavar="RUN", help="run folder (with model.pt)")

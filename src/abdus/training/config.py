@@ -167,6 +167,9 @@ class TrainConfig:
     evaluate_every: int = 1  # epochs between held-out evaluations (0 = never)
     log_every: int = 10  # optimizer steps between TensorBoard scalars
     cache_dir: str | None = None  # preprocessed-sample cache; None = <run>/cache
+    teacher: str | None = None  # abdus distill: the teacher's model file (training.teacher)
+    distill_alpha: float = 0.5  # weight of the teacher's outputs against the labels
+    distill_temperature: float = 2.0  # softens both logits in the view stage's KL term
 
     def __post_init__(self) -> None:
         _set_choice(self, "model", Model, "model")
@@ -191,6 +194,11 @@ class TrainConfig:
         if not 0.0 <= self.val_fraction < 1.0 - self.test_fraction:
             raise ValueError(
                 f"val_fraction must be in [0, 1 - test_fraction), got {self.val_fraction}"
+            )
+        if not 0.0 <= self.distill_alpha <= 1.0 or not self.distill_temperature > 0:
+            raise ValueError(
+                f"distill_alpha must be in [0, 1] and distill_temperature > 0, got "
+                f"{self.distill_alpha}, {self.distill_temperature}"
             )
         if self.num_workers < 0 or self.evaluate_every < 0 or self.log_every < 1:
             raise ValueError("num_workers, evaluate_every must be >= 0 and log_every >= 1")

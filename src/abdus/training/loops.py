@@ -48,6 +48,7 @@ from abdus.training.stages import (
     scaled_optimizer,
     stage_config,
 )
+from abdus.training.teacher import Teacher
 
 
 class TrainingDivergedError(AbdusInputError):
@@ -71,6 +72,7 @@ class StepTools:
     schedule: LearningRateSchedule | None = None  # None: the optimizer's lr throughout
     discriminator: nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None
+    teacher: Teacher | None = None  # abdus distill: blends the teacher's outputs into targets
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by checkpoint name: "network" and, in stage 1, "discriminator"."""
@@ -129,6 +131,8 @@ def _set_requires_grad(module: nn.Module, flag: bool) -> None:
 def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, torch.Tensor]:
     """One stage-1 step (pix2pix order: D first, then the network). Returns the loss parts."""
     device, scaler = tools.ctx.device, tools.scaler
+    if tools.teacher is not None:
+        batch = tools.teacher.heatmap_targets(batch, tools.amp_dtype)
     with autocast(device, tools.amp_dtype):
         heatmaps = tools.network(batch["image"])
     outputs = {"heatmaps": heatmaps.float()}  # losses in float32 (sums over 512x512 pixels)
@@ -173,6 +177,9 @@ def view_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, tor
     smoothing = tools.loss.label_smoothing
     view = view_loss(logits.float(), batch["view"], batch.get("has_view"), smoothing)["view"]
     losses = {"loss": tools.loss.view * view, "view": view}
+    if tools.teacher is not None:
+        blended, term = tools.teacher.view_loss(logits, batch["class_image"], view, tools.amp_dtype)
+        losses = {"loss": tools.loss.view * blended, "view": view, "distill": term}
     tools.optimizer.zero_grad(set_to_none=True)
     tools.scaler.scale(losses["loss"]).backward()
     tools.scaler.step(tools.optimizer)

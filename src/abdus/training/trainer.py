@@ -81,6 +81,7 @@ from abdus.training.stages import (
     stage_schedule,
     stages_of,
 )
+from abdus.training.teacher import load_teacher
 
 
 class Trainer:
@@ -109,6 +110,7 @@ class Trainer:
         for net in (self.model, self.discriminator):
             if net is not None:
                 net.to(ctx.device, memory_format=self.memory_format)
+        self.teacher = load_teacher(config, ctx.device)
         self.amp_dtype = resolve_amp(config.amp, ctx.device)
         self.scaler = make_grad_scaler(ctx.device, self.amp_dtype)
         self.progress = ckpt.Progress(stage=self.stages[0])
@@ -154,6 +156,7 @@ class Trainer:
             scaler=self.scaler,
             amp_dtype=self.amp_dtype,
         )
+        tools.teacher = self.teacher
         for name, opt in tools.optimizers().items():
             if name in self._optimizer_states:
                 opt.load_state_dict(self._optimizer_states[name])
@@ -357,10 +360,18 @@ def train(
             epochs_scale=epochs_scale,
             seed=seed,
         )
-    ctx = init_distributed(resolved.device)
+    return run_training(data, run_dir, resolved, payload)
+
+
+def run_training(
+    data: str | Path, run_dir: Path, config: TrainConfig, payload: dict[str, Any] | None = None
+) -> Path:
+    """Train the resolved ``config`` into ``run_dir`` (checked by ``check_run_dir``), from the
+    checkpoint ``payload`` when resuming; every torchrun process calls it."""
+    ctx = init_distributed(config.device)
     with deterministic_mode_restored():
         try:
-            trainer = build_trainer(data, run_dir, resolved, ctx, payload)
+            trainer = build_trainer(data, run_dir, config, ctx, payload)
             trainer.run()
             trainer.finish()
         finally:
@@ -400,4 +411,4 @@ def _train_pbt(
     return train_pbt(data, out, seed=int(seed), config=pbt_config)
 
 
-__all__ = ["Trainer", "build_trainer", "check_run_dir", "train"]
+__all__ = ["Trainer", "build_trainer", "check_run_dir", "run_training", "train"]
