@@ -20,7 +20,12 @@ from abdus.training.datasets import (
     start_epoch,
     train_batches,
 )
-from abdus.training.device_data import DeviceBatches, DeviceSamples, shard_positions
+from abdus.training.device_data import (
+    DeviceBatches,
+    DeviceSamples,
+    samples_nbytes,
+    shard_positions,
+)
 from abdus.training.distributed import DistributedContext, init_distributed
 from abdus.training.stages import LANDMARKS, STAGES, VIEWS, codec_of
 
@@ -140,3 +145,27 @@ def test_each_rank_holds_its_shard(cohort_data):
         start_epoch(batches, config.seed, LANDMARKS, 0)
         seen.append(torch.cat([b["index"] for b in batches]).tolist())
     assert set(seen[0]) | set(seen[1]) == set(data.train_landmark_indices)
+
+
+def test_auto_is_the_loader_on_the_cpu_even_for_the_cached_dataset(cohort_data):
+    config, data, ctx = cohort_data
+    auto = dataclasses.replace(config, data_on_device="auto")
+    assert not data_on_device(data, LANDMARKS, auto, ctx)
+    assert isinstance(train_batches(data, LANDMARKS, 4, auto, ctx), torch.utils.data.DataLoader)
+    assert samples_nbytes(10, (512, 512)) > 10 * 2 * 512 * 512  # the uint8 pair, plus labels
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_batches_on_cuda_match_the_loader(cohort_data):
+    config, data, _ = cohort_data
+    cuda = DistributedContext(0, 1, 0, torch.device("cuda"))
+    loader = make_loader(data.stage_train_set(LANDMARKS), 4, config, cuda, True)
+    device = train_batches(data, LANDMARKS, 4, config, cuda)
+    start_epoch(loader, config.seed, LANDMARKS, 0)
+    start_epoch(device, config.seed, LANDMARKS, 0)
+    for expected, got in zip(loader, device, strict=True):
+        for key, value in expected.items():
+            assert got[key].device.type == "cuda", key
+            # exp on the GPU may differ in the last bit: heat maps to float32 resolution.
+            tolerance = 1e-6 * config.heatmap_amplitude if key == "heatmaps" else 0.0
+            torch.testing.assert_close(got[key].cpu(), value, rtol=0, atol=tolerance)
