@@ -231,3 +231,13 @@ def test_codec_and_centroid_on_cuda_match_cpu() -> None:
     assert decoded.is_cuda and (decoded.cpu() - points.float()).abs().max() < 0.1
     cpu = threshold_centroid(heat_cpu)
     torch.testing.assert_close(threshold_centroid(heat_gpu).cpu(), cpu, atol=1e-4, rtol=1e-5)
+
+
+def test_inside_torch_is_inside_for_tensors() -> None:
+    codec = HeatmapCodec((40, 50), sigma_px=2.0)
+    edges = [-0.5, -0.5001, 49.5, 49.5001, 39.5, 39.5001, 10.0, np.nan, np.inf]
+    points = np.array([(x, y) for x in edges for y in edges])  # (81, 2) model px
+    expected = codec.inside(points)
+    assert expected.any() and not expected.all()
+    got = codec.inside_torch(torch.from_numpy(points).reshape(9, 9, 2))
+    assert np.array_equal(got.reshape(-1).numpy(), expected)

@@ -150,6 +150,13 @@ class HeatmapCodec:
             ok &= (p[..., 1] >= -0.5) & (p[..., 1] <= H - 0.5)
         return ok & np.isfinite(p).all(axis=-1)
 
+    def inside_torch(self, points_xy: torch.Tensor) -> torch.Tensor:
+        """``inside`` for a tensor on any device: (..., 2) model px -> (...,) bool."""
+        H, W = self.size
+        x, y = points_xy[..., 0], points_xy[..., 1]
+        ok = (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
+        return ok & torch.isfinite(points_xy).all(dim=-1)
+
     def encode(self, points_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian targets for one image.
 

@@ -184,7 +184,7 @@ class DeviceBatches:
             draw = draw_augmentation(self.augmentation, len(positions), self.codec.size, generator)
             image, kept, points = augment_batch(image, kept, points, draw)
             spacing = spacing / draw.zoom
-        present = self.inside(points)
+        present = self.codec.inside_torch(points)  # (B, C)
         views = s.views[positions]
         batch = {
             "image": image,
@@ -200,10 +200,3 @@ class DeviceBatches:
             finite = torch.isfinite(points).all(dim=-1)
             batch["heatmaps"] = self.codec.encode_torch(points, finite)  # (B, C, H, W)
         return batch
-
-    def inside(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, C, 2) model px -> (B, C) bool: ``HeatmapCodec.inside`` on the device."""
-        H, W = self.codec.size
-        x, y = points[..., 0], points[..., 1]
-        ok = (x >= -0.5) & (x <= W - 0.5) & (y >= -0.5) & (y <= H - 0.5)
-        return ok & torch.isfinite(points).all(dim=-1)

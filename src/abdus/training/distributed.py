@@ -6,8 +6,9 @@ NCCL between GPUs, gloo between CPU processes. Without them training is one plai
 
 Rules the trainer follows: each rank sees its own shard of every epoch (DistributedSampler,
 ``set_epoch`` each epoch; on the device-resident path, ``device_data``, a fixed shard that each
-rank alone holds on its GPU, shuffled every epoch); only rank 0 logs, evaluates and writes files; every rank meets at a
-barrier before and after a checkpoint write so no rank runs ahead of a checkpoint.
+rank alone holds on its GPU, shuffled every epoch); only rank 0 logs, evaluates and writes
+files; every rank meets at a barrier before and after a checkpoint write so no rank runs ahead
+of a checkpoint.
 """
 
 from __future__ import annotations
