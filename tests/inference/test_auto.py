@@ -9,6 +9,7 @@ import pytest
 from abdus.errors import AbdusInputError
 from abdus.inference.auto import (
     choose_backend,
+    pick_measured,
     read_onnx_info,
     recorded_check,
     within_exactness,
@@ -116,3 +117,14 @@ def test_serve_takes_auto_and_names_bad_backends():
     assert ServeOptions.checked().backend == "auto"
     with pytest.raises(AbdusInputError, match="unknown backend 'tensorrt'; valid: auto"):
         ServeOptions.checked(backend="tensorrt")
+
+
+def test_benchmark_pick_is_the_fastest_exact_enough_backend_never_bf16():
+    latency = {"torch-fp32": 30.0, "torch-bf16": 10.0, "onnx-fp32": 25.0, "onnx-int8": 20.0}
+    files = dict.fromkeys(latency)
+    bad = {"onnx-int8": {**EXACT_ENOUGH, "mean_measurement_change_mm": 1.1}}
+    assert pick_measured(latency, bad, files)[0] == "onnx-fp32"
+    assert pick_measured(latency, None, files)[0] == "onnx-fp32"  # INT8 cost unknown
+    name, reason = pick_measured(latency, {"onnx-int8": EXACT_ENOUGH}, files)
+    assert name == "onnx-int8" and "0.120 mm" in reason
+    assert pick_measured({"torch-bf16": 5.0}, None, {"torch-bf16": None})[0] == "torch-fp32"

@@ -40,6 +40,7 @@ from abdus.inference.backends import OnnxModelInfo, cpu_features, metadata_key
 from abdus.modelfile import INT8_NAME, ModelKind, file_sha256, find_model
 
 AUTO = AUTO_BACKEND
+EXACT_BENCH = ("torch-fp32", "onnx-fp32")  # the same outputs as eager fp32 (ONNX: to ~1e-5)
 # The exactness goals a fast backend must meet against PyTorch fp32 on held-out images.
 EXACTNESS = {"accuracy_points": 0.5, "mean_mm": 0.2, "share_over_2mm": 0.01}
 
@@ -131,6 +132,31 @@ def choose_backend(
     return BackendChoice(Backend.ONNX.value, reason)
 
 
+def pick_measured(
+    latency_ms: Mapping[str, float],
+    costs: Mapping[str, Mapping[str, Any]] | None,
+    files: Mapping[str, Path | None],
+) -> tuple[str, str]:
+    """What ``auto`` would deploy among the backends ``abdus benchmark`` timed (bench names,
+    ``latency_ms`` each): the fastest that is exact (fp32) or whose cost against fp32 (``costs``
+    measured with ``--data``, else the check recorded in its INT8 file in ``files``) meets
+    ``EXACTNESS``; bf16 never. Returns (name, reason)."""
+    fit: dict[str, str] = {n: "exact" for n in latency_ms if n in EXACT_BENCH}
+    for name in latency_ms:
+        if name in EXACT_BENCH or name == "torch-bf16":
+            continue
+        measured = (costs or {}).get(name)
+        if measured is None and files.get(name) is not None:
+            measured = recorded_check(read_onnx_info(files[name]))
+        met, figures = within_exactness(measured)
+        if met:
+            fit[name] = figures
+    if not fit:
+        return "torch-fp32", "no timed backend is known to be exact enough"
+    best = min(fit, key=lambda n: latency_ms[n])
+    return best, f"fastest of {', '.join(sorted(fit))} ({fit[best]})"
+
+
 def resolve_backend(
     model: str | Path, backend: str, device: str | torch.device = "cpu"
 ) -> BackendChoice | None:
@@ -151,6 +177,7 @@ __all__ = [
     "EXACTNESS",
     "BackendChoice",
     "choose_backend",
+    "pick_measured",
     "read_onnx_info",
     "recorded_check",
     "resolve_backend",

@@ -43,7 +43,7 @@ from abdus.choices import BENCH_BACKENDS, PRESETS
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.preprocess import PreprocessConfig, preprocess_image
 from abdus.errors import AbdusInputError
-from abdus.inference.auto import read_onnx_info, recorded_check, within_exactness
+from abdus.inference.auto import pick_measured
 from abdus.inference.backends import (
     OnnxBackend,
     TorchBackend,
@@ -71,7 +71,6 @@ TEST_VIEW = "kidney_right_trans"  # 4 landmarks: the largest task to decode
 GOALS = {"latency_ms": 250.0, "speedup": 6.0, "accuracy_points": 0.5, "mm": 0.2, "size_mb": 50.0}
 STAGES = ("read", "preprocess", "network", "decode")
 NO_BF16 = "no native bfloat16 on this CPU (no AVX512_BF16 or AMX): bf16 runs ~4x slower than fp32"
-EXACT = ("torch-fp32", "onnx-fp32")  # the same outputs as eager fp32 (ONNX: to ~1e-5)
 
 
 # ----------------------------------------------------------------------------- the target
@@ -237,28 +236,6 @@ def gpu_figures(loaded: LoadedNetwork, path: Path, view: str | None, repeats: in
 
 
 # ------------------------------------------------------------------------------ the report
-def auto_pick(
-    rows: dict[str, dict], accuracy: dict[str, dict] | None, built: dict
-) -> tuple[str, str]:
-    """What ``--backend auto`` would deploy on this machine: the fastest timed backend that is
-    exact (fp32) or whose measured cost against fp32 (``--data``, else the check recorded in
-    the run's INT8 file) meets ``auto.EXACTNESS``; bf16 never (``abdus.inference.auto``)."""
-    fit: dict[str, str] = {n: "exact" for n in rows if n in EXACT}
-    for name in rows:
-        if name in EXACT or name == "torch-bf16":
-            continue
-        measured = (accuracy or {}).get(name)
-        if measured is None and built[name][1] is not None:
-            measured = recorded_check(read_onnx_info(built[name][1]))
-        met, figures = within_exactness(measured)
-        if met:
-            fit[name] = figures
-    if not fit:
-        return BASELINE, "no timed backend is known to be exact enough"
-    best = min(fit, key=lambda n: rows[n]["median_ms"])
-    return best, f"fastest of {', '.join(sorted(fit))} ({fit[best]})"
-
-
 def _machine() -> dict[str, Any]:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "")
@@ -411,7 +388,9 @@ def run_benchmark(
             row["speedup"] = base / row["median_ms"] if base else float("nan")
         accuracy = _accuracy(built, loaded, data) if data else None
         gpu = gpu_figures(loaded, image, view, repeats) if torch.cuda.is_available() else None
-        auto = auto_pick(rows, accuracy, built)  # reads the INT8 file's recorded check
+        files = {name: path for name, (_, path) in built.items()}
+        latency = {name: row["median_ms"] for name, row in rows.items()}
+        auto = pick_measured(latency, accuracy, files)  # reads the INT8 file's recorded check
     report = _report(loaded, target, untrained, machine, rows, accuracy, gpu, repeats, warmup)
     report["skipped"] = skipped
     report["auto"], report["auto_reason"] = auto
