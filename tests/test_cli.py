@@ -108,3 +108,10 @@ def test_importing_the_cli_does_not_import_torch():
     code = "import sys, abdus.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "False"
+
+
+def test_the_depth_choices_are_the_encoder_depths():
+    from abdus.cli import RESNET_DEPTHS
+    from abdus.models.encoder import RESNET_SPECS
+
+    assert set(RESNET_DEPTHS) == set(RESNET_SPECS)

@@ -16,6 +16,7 @@ from abdus import __version__
 from abdus.choices import ABLATION_ORDER, BACKEND_CHOICES, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
+RESNET_DEPTHS = ("resnet18", "resnet34", "resnet50")  # abdus.models.encoder.RESNET_SPECS
 DEVICE_HELP = "cpu, cuda or cuda:N (default: auto, the GPU when there is one)"
 PRESET_HELP = "tiny (tests), demo (minutes on a CPU) or paper (the published scale; a GPU)"
 DATA_HELP = "dataset folder (with manifest.json) or manifest path"
@@ -123,6 +124,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encoder_options(p: argparse.ArgumentParser, *, depth: str, widths: str) -> None:
+    """``--depth`` and ``--widths`` of an encoder (``abdus.models.ModelConfig``)."""
+    p.add_argument("--depth", default=None, choices=RESNET_DEPTHS, help=depth)
+    p.add_argument("--widths", type=int, nargs=4, default=None, metavar="W", help=widths)
+
+
 def _hidden_alias(parser: argparse.ArgumentParser, flag: str, *, dest: str) -> None:
     """An old spelling of an option: still accepted (scripts keep working), not in --help."""
     parser.add_argument(flag, dest=dest, default=None, help=argparse.SUPPRESS)
@@ -181,19 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("teacher", metavar="RUN", help="the teacher: run folder or model.pt")
     p.add_argument("--data", required=True, help=DATA_HELP + " (the teacher's, same split)")
     p.add_argument("--out", required=True, help="the student's run folder (new, or --resume)")
-    p.add_argument(
-        "--widths",
-        type=int,
-        nargs=4,
-        default=None,
-        metavar="W",
-        help="the student's encoder stage widths (default: half the teacher's)",
-    )
-    p.add_argument(
-        "--depth",
-        default=None,
-        choices=("resnet18", "resnet34", "resnet50"),
-        help="the student's ResNet depth (default: the teacher's)",
+    _encoder_options(
+        p,
+        depth="the student's ResNet depth (default: the teacher's)",
+        widths="the student's encoder stage widths (default: half the teacher's)",
     )
     p.add_argument(
         "--alpha", type=float, default=0.5, help="weight of the teacher against the labels (0-1)"
@@ -292,19 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first, per backend")
     p.add_argument("--backends", nargs="+", default=None, help="subset of backends")
     p.add_argument("--size", type=int, default=None, help="input side (model px)")
-    p.add_argument(
-        "--depth",
-        default=None,
-        choices=("resnet18", "resnet34", "resnet50"),
-        help="encoder of a preset's untrained model (default: the preset's)",
-    )
-    p.add_argument(
-        "--widths",
-        type=int,
-        nargs=4,
-        default=None,
-        metavar="W",
-        help="a preset's encoder stage widths (e.g. a distilled student's: 32 64 128 256)",
+    _encoder_options(
+        p,
+        depth="encoder of a preset's untrained model (default: the preset's)",
+        widths="a preset's encoder stage widths (e.g. a distilled student's: 32 64 128 256)",
     )
     p.add_argument("--data", default=None, help="dataset to measure accuracy change on")
     p.set_defaults(func=_cmd_benchmark)
