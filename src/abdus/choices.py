@@ -17,6 +17,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TypeVar
 
+from abdus.errors import AbdusInputError
+
 
 class Model(StrEnum):
     """What ``abdus train --model`` trains: the network variants of Table 1 and the PBT baseline."""
@@ -129,5 +131,14 @@ BACKENDS: tuple[str, ...] = names(Backend)
 # What --backend accepts in predict / serve: "auto" picks one (``abdus.inference.auto``).
 AUTO_BACKEND = "auto"
 BACKEND_CHOICES: tuple[str, ...] = (AUTO_BACKEND, *BACKENDS)
+
+
+def check_backend_option(name: str) -> str:
+    """``name`` if ``--backend`` accepts it, else AbdusInputError naming the valid ones."""
+    if name not in BACKEND_CHOICES:
+        raise AbdusInputError(f"unknown backend {name!r}; valid: {', '.join(BACKEND_CHOICES)}")
+    return name
+
+
 BENCH_BACKENDS: tuple[str, ...] = names(BenchBackend)
 REDUCTIONS: tuple[str, ...] = names(Reduction)

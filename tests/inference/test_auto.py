@@ -10,11 +10,10 @@ from abdus.errors import AbdusInputError
 from abdus.inference.auto import (
     choose_backend,
     pick_measured,
-    read_onnx_info,
     recorded_check,
     within_exactness,
 )
-from abdus.inference.backends import bf16_supported
+from abdus.inference.backends import bf16_supported, read_onnx_info
 from abdus.inference.export import INT8_NAME, ONNX_NAME
 from abdus.inference.export_command import export_onnx, record_check
 from abdus.inference.loading import open_predictor

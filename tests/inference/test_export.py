@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from abdus.errors import AbdusInputError
-from abdus.inference.auto import read_onnx_info, recorded_check
-from abdus.inference.backends import OnnxBackend, one_shot_forward
+from abdus.inference.auto import recorded_check
+from abdus.inference.backends import OnnxBackend, one_shot_forward, read_onnx_info
 from abdus.inference.compare import int8_cost
 from abdus.inference.export import INT8_NAME, ONNX_NAME, load_for_export, max_abs_diff, resolve_onnx
 from abdus.inference.export_command import export_onnx

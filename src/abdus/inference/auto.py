@@ -12,15 +12,17 @@ choose the backend from what this machine and this model offer, and say which an
      weights *and* its recorded check (``abdus export --int8 --data DATA`` compares it with
      PyTorch fp32 on held-out images and stores the result in the file) is within
      ``EXACTNESS``: view accuracy change <= 0.5 points, mean caliper change <= 0.2 mm, at most
-     1% of calipers moved more than 2 mm. INT8 is the fastest backend on every CPU measured,
-     with VNNI (2.5-4x eager fp32) and without it (AVX2: ~2.5x) (docs/benchmarks.md);
+     1% of calipers moved more than 2 mm. At the paper's input INT8 was the fastest backend
+     measured, with VNNI (4.05x eager fp32) and on an AVX2-only CPU (1.9-3.0x); on the small
+     demo network it was no faster than ONNX fp32 (docs/benchmarks.md);
   2. otherwise ``onnx`` (ONNX Runtime fp32): exact (the same outputs as PyTorch to ~1e-5) and
-     1.3-1.5x faster than eager PyTorch on AVX2 and AVX-512 CPUs alike; ``model.onnx`` is
-     used when fresh, else exported once into a temporary folder.
+     1.2-1.9x faster than eager PyTorch on the AVX2 and AVX-512 CPUs measured; ``model.onnx``
+     is used when fresh, else exported once into a temporary folder.
 
-bf16 is never chosen on a CPU: without native bfloat16 (AVX512_BF16 / AMX) it runs ~4x slower
-than fp32, and where it is native it moved 1.9% of the calipers more than 2 mm on the one
-model measured at the paper's scale, above the 1% goal. ``--bf16`` stays available (and is
+bf16 is never chosen on a CPU: without native bfloat16 (AVX512_BF16 / AMX) it ran 2.8x slower
+than fp32 on the demo network (and ~4x at the paper's size), and where it is native it moved
+1.9% of the calipers more than 2 mm on the one model measured at the paper's scale, above the
+1% goal. ``--bf16`` stays available (and is
 refused on a CPU without native bfloat16).
 """
 
@@ -31,16 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 
-from abdus.choices import AUTO_BACKEND, BACKEND_CHOICES, Backend
+from abdus.choices import Backend, BenchBackend
 from abdus.errors import AbdusInputError
-from abdus.inference.backends import OnnxModelInfo, cpu_features, metadata_key
+from abdus.inference.backends import OnnxModelInfo, cpu_features, read_onnx_info
 from abdus.modelfile import INT8_NAME, ModelKind, file_sha256, find_model
 
-AUTO = AUTO_BACKEND
-EXACT_BENCH = ("torch-fp32", "onnx-fp32")  # the same outputs as eager fp32 (ONNX: to ~1e-5)
+# The timed backends with the same outputs as eager fp32 (ONNX Runtime: to ~1e-5).
+EXACT_BENCH = (BenchBackend.TORCH_FP32.value, BenchBackend.ONNX_FP32.value)
 # The exactness goals a fast backend must meet against PyTorch fp32 on held-out images.
 EXACTNESS = {"accuracy_points": 0.5, "mean_mm": 0.2, "share_over_2mm": 0.01}
 
@@ -75,15 +76,6 @@ def within_exactness(check: Mapping[str, Any] | None) -> tuple[bool, str]:
         and share <= EXACTNESS["share_over_2mm"]
     )
     return met, text
-
-
-def read_onnx_info(path: Path) -> OnnxModelInfo | None:
-    """The abdus metadata of an ``.onnx`` file (None when it has none)."""
-    proto = onnx.load(str(path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if metadata_key() not in meta:
-        return None
-    return OnnxModelInfo.from_json(meta[metadata_key()], path)
 
 
 def recorded_check(info: OnnxModelInfo | None) -> dict[str, Any] | None:
@@ -143,7 +135,7 @@ def pick_measured(
     ``EXACTNESS``; bf16 never. Returns (name, reason)."""
     fit: dict[str, str] = {n: "exact" for n in latency_ms if n in EXACT_BENCH}
     for name in latency_ms:
-        if name in EXACT_BENCH or name == "torch-bf16":
+        if name in EXACT_BENCH or name == BenchBackend.TORCH_BF16:
             continue
         measured = (costs or {}).get(name)
         if measured is None and files.get(name) is not None:
@@ -152,17 +144,13 @@ def pick_measured(
         if met:
             fit[name] = figures
     if not fit:
-        return "torch-fp32", "no timed backend is known to be exact enough"
+        return BenchBackend.TORCH_FP32.value, "no timed backend is known to be exact enough"
     best = min(fit, key=lambda n: latency_ms[n])
     return best, f"fastest of {', '.join(sorted(fit))} ({fit[best]})"
 
 
-def resolve_backend(
-    model: str | Path, backend: str, device: str | torch.device = "cpu"
-) -> BackendChoice | None:
-    """``choose_backend`` when ``backend`` is "auto", else None (the named backend is used)."""
-    if backend != AUTO:
-        return None
+def resolve_backend(model: str | Path, device: str | torch.device = "cpu") -> BackendChoice:
+    """``choose_backend`` for ``--backend auto``, with an unreadable file as AbdusInputError."""
     try:
         return choose_backend(model, device=device)
     except (OSError, ValueError) as err:  # an unreadable .onnx: the loader names it properly
@@ -172,8 +160,6 @@ def resolve_backend(
 
 
 __all__ = [
-    "AUTO",
-    "BACKEND_CHOICES",
     "EXACTNESS",
     "BackendChoice",
     "choose_backend",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -237,6 +238,16 @@ class OnnxModelInfo:
         return info
 
 
+def read_onnx_info(path: Path) -> OnnxModelInfo | None:
+    """The abdus metadata of an ``.onnx`` file (None when it has none); AbdusInputError naming
+    ``path`` when it is there but unusable."""
+    proto = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if metadata_key() not in meta:
+        return None
+    return OnnxModelInfo.from_json(meta[metadata_key()], path)
+
+
 def _session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
@@ -316,4 +327,5 @@ __all__ = [
     "metadata_key",
     "one_shot_forward",
     "physical_cores",
+    "read_onnx_info",
 ]

@@ -36,6 +36,7 @@ from abdus.inference.backends import (
     cpu_features,
     metadata_key,
     one_shot_forward,
+    read_onnx_info,
 )
 from abdus.inference.quantize import quantize_int8
 from abdus.io.atomic import atomic_path
@@ -258,12 +259,8 @@ def _temporary_export(source: Path) -> Path:
 
 def _exported_from(onnx_path: Path, source: Path) -> bool:
     """Whether ``onnx_path``'s metadata names ``source``'s current bytes as its origin."""
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if metadata_key() not in meta:
-        return False
-    info = OnnxModelInfo.from_json(meta[metadata_key()], onnx_path)
-    return info.source_sha256 == file_sha256(source)
+    info = read_onnx_info(onnx_path)
+    return info is not None and info.source_sha256 == file_sha256(source)
 
 
 def resolve_onnx(run_or_model: str | Path, backend: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from abdus.errors import AbdusInputError
-from abdus.inference.auto import read_onnx_info
+from abdus.inference.backends import read_onnx_info
 from abdus.inference.compare import int8_cost
 from abdus.inference.export import attach_metadata, export_loaded
 from abdus.inference.quantize import CALIBRATION_METHODS, calibration_feeds

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from abdus.choices import Backend, check_choice
+from abdus.choices import AUTO_BACKEND, Backend, check_choice
 from abdus.errors import AbdusInputError
-from abdus.inference.auto import AUTO, resolve_backend
+from abdus.inference.auto import resolve_backend
 from abdus.inference.pbt_predictor import PBTPredictor
 from abdus.inference.predictor import BasePredictor, Predictor
 from abdus.modelfile import ModelKind, find_model
@@ -29,10 +29,10 @@ def open_predictor(
     ``Predictor.from_run``); the PBT baseline runs on the CPU with the default backend only.
     AbdusInputError naming the path when it is unusable."""
     choice = None
-    if backend == AUTO:
+    if backend == AUTO_BACKEND:
         if bf16:
             raise AbdusInputError("--bf16 needs --backend torch (auto never picks bf16)", path)
-        choice = resolve_backend(path, backend, network.get("device") or "cpu")
+        choice = resolve_backend(path, network.get("device") or "cpu")
         backend = choice.backend
     predictor = _open(path, check_choice(Backend, backend), bf16, network)
     predictor.backend_choice = choice

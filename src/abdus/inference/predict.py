@@ -25,9 +25,9 @@ from typing import Any
 import pydicom
 import torch
 
+from abdus.choices import check_backend_option
 from abdus.data.preprocess import PreprocessedImage, preprocess_image
 from abdus.errors import AbdusInputError
-from abdus.inference.auto import BACKEND_CHOICES
 from abdus.inference.backends import bf16_supported
 from abdus.inference.loading import open_predictor
 from abdus.inference.outputs import (
@@ -288,9 +288,7 @@ class PredictSession:
 
 
 def _check_options(backend: str, view: str | None, batch_size: int, bf16: bool) -> None:
-    if backend not in BACKEND_CHOICES:
-        valid = ", ".join(BACKEND_CHOICES)
-        raise AbdusInputError(f"unknown backend {backend!r}; valid: {valid}")
+    check_backend_option(backend)
     if view is not None:
         try:
             view_by_name(view)
@@ -390,18 +388,17 @@ def run_predict(
     Bad options, a bad model or no input files raise AbdusInputError.
     """
     _check_options(backend, view, batch_size, bf16)
-    resolve_device(device)  # a bad --device fails before any file is read
+    where = resolve_device(device)  # a bad --device fails before any file is read
     if spacing_mm is not None and not spacing_mm > 0:
         raise AbdusInputError(f"--spacing-mm must be positive, got {spacing_mm}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise AbdusInputError("the output exists and is not a folder", out_dir)
     files = collect_inputs(inputs, exclude=out_dir)
-    where = resolve_device(device)
     if bf16 and where.type == "cpu" and not bf16_supported("cpu"):
         raise AbdusInputError(
             "--bf16: this CPU has no native bfloat16 (no AVX512_BF16 or AMX), where bf16 runs "
-            "about 4x slower than fp32; leave --backend auto to get the fastest exact backend"
+            "3-4x slower than fp32; leave --backend auto to get the fastest exact backend"
         )
     predictor = _load_predictor(model, backend, bf16, device)
     if predictor.backend_choice is not None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from abdus.choices import BACKEND_CHOICES
+from abdus.choices import check_backend_option
 from abdus.errors import AbdusInputError
 from abdus.service.forwarder import Destination
 
@@ -97,9 +97,7 @@ class ServeOptions:
             raise AbdusInputError(f"--retry-delay must be positive, got {self.retry_delay}")
         if not self.max_upload_mb > 0:
             raise AbdusInputError(f"--max-upload-mb must be positive, got {self.max_upload_mb}")
-        if self.backend not in BACKEND_CHOICES:
-            valid = ", ".join(BACKEND_CHOICES)
-            raise AbdusInputError(f"unknown backend {self.backend!r}; valid: {valid}")
+        check_backend_option(self.backend)
         if not is_loopback(self.host) and token_file is None:
             raise AbdusInputError(
                 f"--host {self.host} is not loopback: give --token-file so requests need a token"

@@ -69,9 +69,7 @@ def distill(
     continues an interrupted distillation from its checkpoint (its saved config)."""
     if resume:
         return train(data, out, resume=True, device=device)
-    loaded = modelfile.open_network(teacher_run)
-    if loaded.source is None:
-        raise AbdusInputError("the teacher must be a model file or run folder", teacher_run)
+    loaded = modelfile.open_network(teacher_run)  # from a path: its source is that file
     try:
         config = student_config(
             loaded.config, loaded.source, widths=widths, depth=depth, alpha=alpha,
@@ -80,8 +78,7 @@ def distill(
         if epochs_scale is not None:
             config = scale_epochs(config, epochs_scale)
         if device is not None:
-            config = dataclasses.replace(config, device=device)
-        config = TrainConfig.from_dict(config.to_dict())  # validated as a saved config is
+            config = dataclasses.replace(config, device=device)  # TrainConfig checks it
     except (ValueError, TypeError) as err:
         if isinstance(err, AbdusInputError):
             raise

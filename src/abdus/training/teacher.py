@@ -24,6 +24,7 @@ from torch import nn
 
 from abdus.errors import AbdusInputError
 from abdus.modelfile import open_network
+from abdus.training.config import TrainConfig
 from abdus.training.runtime import autocast
 
 
@@ -70,7 +71,7 @@ class Teacher:
         return (1.0 - self.alpha) * label_loss + self.alpha * term, term
 
 
-def load_teacher(config, device: torch.device) -> Teacher | None:
+def load_teacher(config: TrainConfig, device: torch.device) -> Teacher | None:
     """The ``Teacher`` of ``config.teacher`` on ``device`` (None without one). AbdusInputError
     when its input (mm per pixel, canvas) or heat-map amplitude differ from the student's."""
     if not config.teacher:
