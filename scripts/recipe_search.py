@@ -180,6 +180,109 @@ def human(d):
             "mae_mm": {k: round(v, 2) for k, v in r["measurement_mae_mm"].items()}}  # fmt: skip
 
 
+def train_views(args, model, data, codec, gen):
+    """The view stage (or, with view_train "all", a view pre-training of every layer)."""
+    train = data["train"]
+    if args.view_init == "landmark":
+        model.view_stages.load_state_dict(model.landmark_stages.state_dict())
+    params = model.classifier_parameters()
+    params += model.shared_parameters() if args.view_train == "all" else []
+    ids = {id(q) for q in params}
+    for q in model.parameters():
+        q.requires_grad_(id(q) in ids)
+    opt = torch.optim.AdamW(params, lr=args.view_lr, weight_decay=1e-4)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model,
+            multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.view_ema),
+            use_buffers=True,
+        )
+        if args.view_ema
+        else None
+    )
+    n = len(train["stored"])
+    steps = n // args.view_batch
+    for epoch in range(args.view_epochs):
+        model.train()
+        if args.view_train == "paper":
+            for module in model.shared_modules() + model.landmark_modules():
+                module.eval()
+        began = time.time()
+        order = torch.randperm(n, generator=gen)
+        for s in range(steps):
+            idx = order[s * args.view_batch : (s + 1) * args.view_batch]
+            image, kept, _ = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
+            for g in opt.param_groups:
+                g["lr"] = schedule(epoch * steps + s, steps * args.view_epochs, args.view_lr,
+                                   args.warmup)  # fmt: skip
+            logits = model.forward_view(image * (kept >= 0.5))
+            loss = F.cross_entropy(logits, train["views"][idx],
+                                   label_smoothing=args.label_smoothing)  # fmt: skip
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
+        judged = ema.module if ema is not None else model
+        accuracy = {}
+        for split in ("val", "test"):
+            _, views = predict(judged, data[split], codec, args, False, True)
+            accuracy[split] = round(float((views == data[split]["views"]).float().mean()), 4)
+        print(f"views {epoch + 1}: {time.time() - began:.0f} s, accuracy {accuracy}",
+              flush=True)  # fmt: skip
+    if ema is not None:
+        model = ema.module
+
+    for q in model.parameters():
+        q.requires_grad_(True)
+    return model
+
+
+def train_landmarks(args, model, disc, data, codec, gen, epochs, lr, refit=False):
+    """The landmark stage (refit: the landmark path only, the shared stages frozen)."""
+    train = data["train"]
+    params = (model.shared_parameters() if not refit else []) + model.landmark_parameters()
+    params += model.classifier_parameters() if args.joint_view else []
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    dopt = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)) if disc else None
+    annotated = torch.nonzero(torch.isfinite(train["landmarks"]).all(-1).any(-1))[:, 0]
+    steps = len(annotated) // args.landmark_batch
+    for q in model.shared_parameters() if refit else []:
+        q.requires_grad_(False)
+    for epoch in range(epochs):
+        model.train()
+        for module in model.shared_modules() + model.classifier_modules() if refit else []:
+            module.eval()  # the shared stages serve the view path as they are
+        began = time.time()
+        order = annotated[torch.randperm(len(annotated), generator=gen)]
+        for s in range(steps):
+            idx = order[s * args.landmark_batch : (s + 1) * args.landmark_batch]
+            image, _, points = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
+            inside = torch.isfinite(points).all(-1) & (points >= -0.5).all(-1)
+            inside &= (points[..., 0] <= W - 0.5) & (points[..., 1] <= H - 0.5)
+            points = torch.nan_to_num(points)
+            heat = codec.encode_torch(points, inside)
+            for g in opt.param_groups:
+                total = steps * epochs
+                g["lr"] = schedule(epoch * steps + s, total, lr, args.warmup)
+            loss = landmark_loss(args, model, disc, dopt, image, heat, inside.float(), points)
+            if args.joint_view:
+                v = torch.randint(len(train["stored"]), (args.landmark_batch,), generator=gen)
+                vimage, vkept, _ = augment(args, train["stored"][v], train["landmarks"][v], gen)
+                logits = model.forward_view(vimage * (vkept >= 0.5))
+                loss = loss + args.joint_view * F.cross_entropy(
+                    logits, train["views"][v], label_smoothing=args.label_smoothing
+                )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        pts, vws = predict(model, data["val"], codec, args, True, bool(args.joint_view))
+        val = figures(data["val"], pts, vws, bool(args.joint_view))
+        print(f"landmarks {epoch + 1}: {time.time() - began:.0f} s, val {val}", flush=True)
+
+    return model
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True)
@@ -211,9 +314,26 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--load", default="")
     p.add_argument("--save", default="")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="view pre-training of every layer before the landmark stage",
+    )
+    p.add_argument("--pretrain-lr", type=float, default=2e-3)
+    p.add_argument(
+        "--refit-epochs",
+        type=int,
+        default=0,
+        help="after the view stage: the landmark path again, shared stages frozen",
+    )
+    p.add_argument("--refit-lr", type=float, default=5e-4)
+    p.add_argument("--landmark-init", choices=("scratch", "view"), default="scratch")
+    p.add_argument("--view-ema", type=float, default=0.0, help="EMA decay of the view weights")
     args = p.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     data = load_split(args.data, args.cache, args.seed)
     codec = HeatmapCodec((H, W), 6.0 / SPACING_MM, amplitude=args.amplitude)
     model = build_model(args.model, preset_config("demo").model_options)
@@ -221,79 +341,30 @@ def main() -> None:
         model.load_state_dict(torch.load(args.load, weights_only=True))
     disc = build_discriminator(width=16) if args.adversarial else None
     print("reader B, val:", human(data["val"]), "test:", human(data["test"]), flush=True)
-    train, gen = data["train"], torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
     classifies = bool(getattr(model, "classify", False))
 
+    if args.pretrain_epochs and classifies:
+        pre = copy.copy(args)
+        pre.view_epochs, pre.view_lr, pre.view_train, pre.view_init = (
+            args.pretrain_epochs,
+            args.pretrain_lr,
+            "all",
+            "scratch",
+        )
+        model = train_views(pre, model, data, codec, gen)
+        if args.landmark_init == "view":
+            model.landmark_stages.load_state_dict(model.view_stages.state_dict())
+
     if args.landmark_epochs:
-        params = model.shared_parameters() + model.landmark_parameters()
-        params += model.classifier_parameters() if args.joint_view else []
-        opt = torch.optim.AdamW(params, lr=args.landmark_lr, weight_decay=1e-4)
-        dopt = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)) if disc else None
-        annotated = torch.nonzero(torch.isfinite(train["landmarks"]).all(-1).any(-1))[:, 0]
-        steps = len(annotated) // args.landmark_batch
-        for epoch in range(args.landmark_epochs):
-            model.train()
-            began = time.time()
-            order = annotated[torch.randperm(len(annotated), generator=gen)]
-            for s in range(steps):
-                idx = order[s * args.landmark_batch : (s + 1) * args.landmark_batch]
-                image, _, points = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
-                inside = torch.isfinite(points).all(-1) & (points >= -0.5).all(-1)
-                inside &= (points[..., 0] <= W - 0.5) & (points[..., 1] <= H - 0.5)
-                points = torch.nan_to_num(points)
-                heat = codec.encode_torch(points, inside)
-                for g in opt.param_groups:
-                    total = steps * args.landmark_epochs
-                    g["lr"] = schedule(epoch * steps + s, total, args.landmark_lr, args.warmup)
-                loss = landmark_loss(args, model, disc, dopt, image, heat, inside.float(), points)
-                if args.joint_view:
-                    v = torch.randint(len(train["stored"]), (args.landmark_batch,), generator=gen)
-                    vimage, vkept, _ = augment(args, train["stored"][v], train["landmarks"][v], gen)
-                    logits = model.forward_view(vimage * (vkept >= 0.5))
-                    loss = loss + args.joint_view * F.cross_entropy(
-                        logits, train["views"][v], label_smoothing=args.label_smoothing
-                    )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            pts, vws = predict(model, data["val"], codec, args, True, bool(args.joint_view))
-            val = figures(data["val"], pts, vws, bool(args.joint_view))
-            print(f"landmarks {epoch + 1}: {time.time() - began:.0f} s, val {val}", flush=True)
+        model = train_landmarks(args, model, disc, data, codec, gen, args.landmark_epochs,
+                                args.landmark_lr)  # fmt: skip
 
     if args.view_epochs and classifies:
-        if args.view_init == "landmark":
-            model.view_stages.load_state_dict(model.landmark_stages.state_dict())
-        params = model.classifier_parameters()
-        params += model.shared_parameters() if args.view_train == "all" else []
-        ids = {id(q) for q in params}
-        for q in model.parameters():
-            q.requires_grad_(id(q) in ids)
-        opt = torch.optim.AdamW(params, lr=args.view_lr, weight_decay=1e-4)
-        n = len(train["stored"])
-        steps = n // args.view_batch
-        for epoch in range(args.view_epochs):
-            model.train()
-            if args.view_train == "paper":
-                for module in model.shared_modules() + model.landmark_modules():
-                    module.eval()
-            began = time.time()
-            order = torch.randperm(n, generator=gen)
-            for s in range(steps):
-                idx = order[s * args.view_batch : (s + 1) * args.view_batch]
-                image, kept, _ = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
-                for g in opt.param_groups:
-                    g["lr"] = schedule(epoch * steps + s, steps * args.view_epochs, args.view_lr,
-                                       args.warmup)  # fmt: skip
-                logits = model.forward_view(image * (kept >= 0.5))
-                loss = F.cross_entropy(logits, train["views"][idx],
-                                       label_smoothing=args.label_smoothing)  # fmt: skip
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            _, views = predict(model, data["val"], codec, args, False, True)
-            accuracy = float((views == data["val"]["views"]).float().mean())
-            print(f"views {epoch + 1}: {time.time() - began:.0f} s, val accuracy {accuracy:.4f}",
-                  flush=True)  # fmt: skip
+        model = train_views(args, model, data, codec, gen)
+    if args.refit_epochs:
+        model = train_landmarks(args, model, disc, data, codec, gen, args.refit_epochs,
+                                args.refit_lr, refit=True)  # fmt: skip
 
     for split in ("val", "test"):
         points, views = predict(model, data[split], codec, args, bool(args.landmark_epochs or

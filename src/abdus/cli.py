@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--second-read-fraction", type=float, default=0.3, help=second_reads)
     p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("train", help="train a model on a dataset (two stages, as in the paper)")
+    p = sub.add_parser(
+        "train", help="train a model on a dataset (the paper's two stages, the recipe's refit)"
+    )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")
     p.add_argument(
@@ -200,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature", type=float, default=2.0, help="softens the logits in the view stage"
     )
     p.add_argument(
-        "--epochs-scale", type=float, default=None, help="multiplies both stages' epochs"
+        "--epochs-scale", type=float, default=None, help="multiplies every stage's epochs"
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true", help="continue from the student's checkpoint")

@@ -26,6 +26,7 @@ from abdus.training.runlog import RunLog, read_metrics
 from abdus.training.runtime import make_grad_scaler
 from abdus.training.stages import (
     LANDMARKS,
+    REFIT,
     VIEWS,
     LearningRateSchedule,
     build_networks,
@@ -75,7 +76,9 @@ def _snapshot(modules) -> list[dict[str, torch.Tensor]]:
 
 
 def test_view_stage_leaves_shared_and_landmark_parts_bit_identical(tmp_path, one_thread):
-    trainer = _trainer(with_epochs(tiny_config(), 1, 2), tmp_path)
+    # The paper's stage 2: the shared stages "kept locked".
+    config = with_epochs(tiny_config(view_stage_trains_shared=False), 1, 2)
+    trainer = _trainer(config, tmp_path)
     trainer.run_stage(LANDMARKS)
     model = trainer.model
     frozen = model.shared_modules() + model.landmark_modules()
@@ -96,9 +99,47 @@ def test_view_stage_leaves_shared_and_landmark_parts_bit_identical(tmp_path, one
     assert all(not p.requires_grad for m in frozen for p in m.parameters())
 
 
+def _changed(before: list[dict], after: list[dict]) -> bool:
+    pairs = zip(before, after, strict=True)
+    return any(not torch.equal(old[k], new[k]) for old, new in pairs for k in old)
+
+
+def _view_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.inference_mode():
+        return model.forward_view(x)
+
+
+def test_view_stage_can_train_shared_stages_then_the_landmark_path_is_refit(tmp_path, one_thread):
+    config = with_epochs(tiny_config(view_stage_trains_shared=True), 1, 1, 2)
+    trainer = _trainer(config, tmp_path)
+    assert trainer.stages == (LANDMARKS, VIEWS, REFIT)
+    model = trainer.model
+    x = synthetic_data(config, 11, 1).train[2]["image"][None]
+
+    trainer.run_stage(LANDMARKS)
+    shared, landmark_path = _snapshot(model.shared_modules()), _snapshot(model.landmark_modules())
+    trainer.progress.stage, trainer.progress.epoch = VIEWS, 0
+    trainer.run_stage(VIEWS)
+    assert _changed(shared, _snapshot(model.shared_modules()))  # they learnt the views
+    for old, new in zip(landmark_path, _snapshot(model.landmark_modules()), strict=True):
+        assert all(torch.equal(old[k], new[k]) for k in old)  # the landmark path waited
+    views_before = _view_logits(model, x)
+    shared, landmark_path = _snapshot(model.shared_modules()), _snapshot(model.landmark_modules())
+
+    trainer.progress.stage, trainer.progress.epoch = REFIT, 0
+    trainer.run_stage(REFIT)
+    for old, new in zip(shared, _snapshot(model.shared_modules()), strict=True):
+        assert all(torch.equal(old[k], new[k]) for k in old)  # locked, BatchNorm statistics too
+    assert _changed(landmark_path, _snapshot(model.landmark_modules()))
+    assert torch.equal(views_before, _view_logits(model, x))  # one shot serves both tasks
+    assert [r["stage"] for r in read_metrics(tmp_path)] == [LANDMARKS, VIEWS, REFIT, REFIT]
+    assert set(read_metrics(tmp_path)[-1]["train"]) >= {"regression", "adversarial", "d_real"}
+
+
 def test_variants_train_only_their_stages(tmp_path, one_thread):
-    mgcn = _trainer(with_epochs(tiny_config("mgcn"), 1, 1), tmp_path / "mgcn")
-    assert mgcn.stages == (LANDMARKS,) and mgcn.discriminator is None
+    mgcn = _trainer(with_epochs(tiny_config("mgcn"), 1, 1, 1), tmp_path / "mgcn")
+    assert mgcn.stages == (LANDMARKS,) and mgcn.discriminator is None  # no refit without views
     mgcn.run()
     (record,) = read_metrics(tmp_path / "mgcn")
     assert set(record["train"]) == {"loss", "regression"}  # Table 1: L2 only

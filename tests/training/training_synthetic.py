@@ -73,12 +73,13 @@ def tiny_config(model: str = "mgcn_r", **changes) -> TrainConfig:
     return dataclasses.replace(preset_config("tiny", model), device="cpu", **changes)
 
 
-def with_epochs(config: TrainConfig, stage1: int, stage2: int) -> TrainConfig:
-    """``config`` with the given epoch counts."""
+def with_epochs(config: TrainConfig, stage1: int, stage2: int, stage3: int = 0) -> TrainConfig:
+    """``config`` with the given epoch counts (no refit stage unless ``stage3`` says so)."""
     return dataclasses.replace(
         config,
         stage1=dataclasses.replace(config.stage1, epochs=stage1),
         stage2=dataclasses.replace(config.stage2, epochs=stage2),
+        stage3=dataclasses.replace(config.stage3, epochs=stage3),
     )
 
 

@@ -19,6 +19,7 @@ from abdus.evaluation.plots import PRED_COLOUR, REF_COLOUR, figure_png
 STAGE_METRICS = {
     "landmarks": ("landmark_error_mm", "mean landmark error (mm)", 1.0),
     "views": ("view_accuracy", "view accuracy (%)", 100.0),
+    "refit": ("landmark_error_mm", "mean landmark error (mm)", 1.0),
 }
 
 

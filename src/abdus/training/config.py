@@ -124,8 +124,11 @@ class TrainConfig:
 
     Stages (paper 2.2): ``stage1`` trains the landmark path (shared stages + landmark stages +
     decoder; discriminator with ``discriminator`` optimizer), ``stage2`` the view classifier with
-    the shared and landmark parts frozen. Which stages a model runs depends on its variant
-    (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1.
+    the shared and landmark parts frozen (with ``view_stage_trains_shared`` the shared stages
+    learn the views too), ``stage3`` (0 epochs: none) re-fits the landmark path, discriminator
+    included, to the shared stages as stage 2 left them. Which stages a model runs depends on
+    its variant (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1, stage 3
+    only a model with both paths.
 
     ``model`` is a network of ``abdus.choices.Model`` (PBT is not a network: ``trainer.train``
     hands it to ``abdus.baselines.pbt``). ``model_options`` / ``discriminator_options`` are the
@@ -147,6 +150,8 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     stage1: StageConfig = field(default_factory=StageConfig)
     stage2: StageConfig = field(default_factory=StageConfig)
+    stage3: StageConfig = field(default_factory=lambda: StageConfig(epochs=0))
+    view_stage_trains_shared: bool = False
     discriminator: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
     )
@@ -328,7 +333,7 @@ def apply_config_file(base: TrainConfig, path: str | Path) -> TrainConfig:
 
 
 def scale_epochs(config: TrainConfig, factor: float) -> TrainConfig:
-    """Multiply both stages' epochs by ``factor`` (rounded, at least 1 where it was >= 1)."""
+    """Multiply every stage's epochs by ``factor`` (rounded, at least 1 where it was >= 1)."""
     if not factor > 0:
         raise ValueError(f"epochs_scale must be > 0, got {factor}")
 
@@ -336,7 +341,12 @@ def scale_epochs(config: TrainConfig, factor: float) -> TrainConfig:
         epochs = max(1, round(stage.epochs * factor)) if stage.epochs else 0
         return dataclasses.replace(stage, epochs=epochs)
 
-    return dataclasses.replace(config, stage1=scaled(config.stage1), stage2=scaled(config.stage2))
+    return dataclasses.replace(
+        config,
+        stage1=scaled(config.stage1),
+        stage2=scaled(config.stage2),
+        stage3=scaled(config.stage3),
+    )
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

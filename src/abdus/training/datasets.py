@@ -35,7 +35,7 @@ from abdus.training.device_data import (
 )
 from abdus.training.distributed import DistributedContext, barrier
 from abdus.training.runtime import seed_worker
-from abdus.training.stages import LANDMARKS, STAGES
+from abdus.training.stages import LANDMARKS, STAGES, task_of
 
 CACHE_NAME = "cache"  # the run folder's preprocessed-sample cache (when cache_dir is None)
 
@@ -55,12 +55,14 @@ class TrainingData:
         """Training images of ``stage``: annotated ones for landmarks, all for views (whose
         samples then skip the heat-map targets they do not use)."""
         if hasattr(self.train, "with_heatmaps"):
-            self.train.with_heatmaps = stage == LANDMARKS
-        return Subset(self.train, self.train_landmark_indices) if stage == LANDMARKS else self.train
+            self.train.with_heatmaps = task_of(stage) == LANDMARKS
+        if task_of(stage) == LANDMARKS:
+            return Subset(self.train, self.train_landmark_indices)
+        return self.train
 
     def stage_train_indices(self, stage: str) -> list[int]:
         """Positions in ``train`` of the training images of ``stage``."""
-        if stage == LANDMARKS:
+        if task_of(stage) == LANDMARKS:
             return list(self.train_landmark_indices)
         return list(range(len(self.train)))
 
@@ -68,7 +70,7 @@ class TrainingData:
         """Validation images scored after each epoch of ``stage`` (None: none to score)."""
         if self.val is None:
             return None
-        if stage == LANDMARKS:
+        if task_of(stage) == LANDMARKS:
             idx = self.val_landmark_indices
             return Subset(self.val, idx) if idx else None
         return self.val
@@ -227,7 +229,7 @@ def train_batches(
         rank=ctx.rank,
         augment=config.augment,
         augmentation=config.augmentation,
-        with_heatmaps=stage == LANDMARKS,
+        with_heatmaps=task_of(stage) == LANDMARKS,
     )
 
 

@@ -38,6 +38,7 @@ from abdus.training.distributed import (
 from abdus.training.runtime import autocast, maybe_compile, memory_format
 from abdus.training.stages import (
     LANDMARKS,
+    REFIT,
     VIEWS,
     LandmarkNetwork,
     LearningRateSchedule,
@@ -47,6 +48,7 @@ from abdus.training.stages import (
     make_optimizer,
     scaled_optimizer,
     stage_config,
+    task_of,
 )
 from abdus.training.teacher import Teacher
 
@@ -93,8 +95,9 @@ def build_step_tools(
     """Freeze ``model`` for ``stage``, wrap its stage network for DDP (then compile it with
     ``config.compile``), build the optimizers (paper 2.2: stage 1 network + Adam discriminator,
     stage 2 the classifier only; the lr scaled by ``stages.scaled_optimizer``)."""
-    trainable = freeze_for_stage(model, stage)
-    body = LandmarkNetwork(model) if stage == LANDMARKS else ViewNetwork(model)
+    trainable = freeze_for_stage(model, stage, config.view_stage_trains_shared)
+    landmarks = task_of(stage) == LANDMARKS
+    body = LandmarkNetwork(model) if landmarks else ViewNetwork(model)
     optimizer = scaled_optimizer(stage_config(config, stage), ctx.world_size)
     tools = StepTools(
         network=maybe_compile(wrap_model(body, ctx), config.compile),
@@ -107,7 +110,7 @@ def build_step_tools(
         threshold=codec_of(config).threshold,
         amplitude=config.heatmap_amplitude,
     )
-    if stage == LANDMARKS and discriminator is not None:
+    if landmarks and discriminator is not None:
         tools.discriminator = discriminator
         tools.d_optimizer = make_optimizer(config.discriminator, discriminator.parameters())
     return tools
@@ -187,7 +190,7 @@ def view_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, tor
     return losses
 
 
-STEPS = {LANDMARKS: landmark_step, VIEWS: view_step}
+STEPS = {LANDMARKS: landmark_step, VIEWS: view_step, REFIT: landmark_step}
 
 
 def train_epoch(
@@ -276,17 +279,18 @@ def evaluate(
 ) -> dict[str, float]:
     """Held-out metrics of ``stage``: landmarks -> mean landmark error (mm and model px) over
     the annotated landmarks; views -> view accuracy over images with a view label."""
+    landmarks = task_of(stage) == LANDMARKS
     was_training = model.training
     model.eval()
     sums = {"error_mm": 0.0, "n_mm": 0, "error_px": 0.0, "n_px": 0, "correct": 0, "n_views": 0}
     for raw in loader:
         batch = {k: v.to(device) for k, v in raw.items() if torch.is_tensor(v)}
         with autocast(device, amp_dtype):
-            if stage == LANDMARKS:
+            if landmarks:
                 heatmaps = model.forward_landmarks(batch["image"]).float()
             else:
                 logits = model.forward_view(batch["class_image"]).float()
-        if stage == LANDMARKS:
+        if landmarks:
             _add_landmark_errors(sums, heatmaps, batch, codec)
         else:
             labelled = batch["has_view"].bool()
@@ -294,7 +298,7 @@ def evaluate(
             sums["correct"] += int((hits & labelled).sum())
             sums["n_views"] += int(labelled.sum())
     model.train(was_training)
-    if stage == LANDMARKS:
+    if landmarks:
         return {
             "landmark_error_mm": sums["error_mm"] / sums["n_mm"] if sums["n_mm"] else math.nan,
             "landmark_error_px": sums["error_px"] / sums["n_px"] if sums["n_px"] else math.nan,

@@ -22,6 +22,10 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   L2's once the amplitude is 100; at 1 and 1 the validation error was 7.6 mm against 5.7 mm;
 * label smoothing 0.1 on the view loss (the reference reader mislabels ~9% of the views), and
   the view path's stages 3-4 start from the trained landmark stages (``view_init``);
+* the shared stages stay locked in stage 2, as in the paper. Training them on the views and
+  then re-fitting the landmark path (``view_stage_trains_shared``, ``stage3``) raised the view
+  accuracy of the seed-0 demo by 3 points but cost landmark accuracy and 3 minutes, so it is
+  an option, not the recipe (docs/benchmarks.md, "What makes the network learn");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
 * the epoch kept in each stage is the best on the validation patients (``val_fraction``).
 

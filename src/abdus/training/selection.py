@@ -23,10 +23,14 @@ from abdus.training import checkpoint as ckpt
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import DistributedContext, all_reduce_sums, barrier, reduce_device
 from abdus.training.loops import evaluate
-from abdus.training.stages import LANDMARKS, VIEWS, stage_config
+from abdus.training.stages import LANDMARKS, REFIT, VIEWS, stage_config
 
 # The validation metric that defines "best" in each stage, and whether higher is better.
-BEST_METRIC = {LANDMARKS: ("landmark_error_mm", False), VIEWS: ("view_accuracy", True)}
+BEST_METRIC = {
+    LANDMARKS: ("landmark_error_mm", False),
+    VIEWS: ("view_accuracy", True),
+    REFIT: ("landmark_error_mm", False),
+}
 BEST = {name for name, _ in BEST_METRIC.values()}
 
 

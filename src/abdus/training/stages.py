@@ -1,8 +1,12 @@
-"""The paper's two training stages (section 2.2 "Implementation") and what each is built from.
+"""The paper's two training stages (section 2.2 "Implementation"), abdus's optional third,
+and what each is built from.
 
 Stage 1, "landmarks": the shared and landmark parts learn the heat maps (the PatchGAN beside
 them for MGCN_R). Stage 2, "views": only the classifier parts learn, the shared and landmark
-parts "kept locked". This module says which stages a model variant has, which parameters each
+parts "kept locked" (the paper); with ``view_stage_trains_shared`` the shared stages learn the
+views too. Stage 3, "refit" (``stage3.epochs`` > 0, multi-task models only): the landmark path
+learns the heat maps again on the shared stages as stage 2 left them, which are then locked
+with the view path. This module says which stages a model variant has, which parameters each
 trains and freezes, its optimizer and learning-rate schedule, how stage 2 starts the view path,
 and builds a config's networks and heat-map codec. The steps themselves are in ``loops``.
 """
@@ -24,12 +28,19 @@ from abdus.training.config import OptimizerConfig, StageConfig, TrainConfig
 
 LANDMARKS = "landmarks"
 VIEWS = "views"
-STAGES = (LANDMARKS, VIEWS)
-STAGE_FIELD = {LANDMARKS: "stage1", VIEWS: "stage2"}  # the TrainConfig field of each stage
+REFIT = "refit"
+STAGES = (LANDMARKS, VIEWS, REFIT)
+STAGE_FIELD = {LANDMARKS: "stage1", VIEWS: "stage2", REFIT: "stage3"}  # TrainConfig fields
+
+
+def task_of(stage: str) -> str:
+    """What a stage learns: LANDMARKS (heat maps: stages 1 and 3) or VIEWS."""
+    return LANDMARKS if stage in (LANDMARKS, REFIT) else VIEWS
 
 
 def stage_config(config: TrainConfig, stage: str) -> StageConfig:
-    """``config.stage1`` for the landmark stage, ``config.stage2`` for the view stage."""
+    """``config.stage1`` for the landmark stage, ``config.stage2`` for the view stage,
+    ``config.stage3`` for the refit."""
     return getattr(config, STAGE_FIELD[stage])
 
 
@@ -56,36 +67,52 @@ class ViewNetwork(nn.Module):
         return self.model.forward_view(image)
 
 
-def stage_parameters(model: nn.Module, stage: str) -> tuple[list[nn.Parameter], list[nn.Module]]:
-    """(parameters trained, modules frozen) in ``stage`` (paper 2.2 "Implementation")."""
+def stage_parameters(
+    model: nn.Module, stage: str, views_train_shared: bool = False
+) -> tuple[list[nn.Parameter], list[nn.Module]]:
+    """(parameters trained, modules frozen) in ``stage`` (paper 2.2 "Implementation"; with
+    ``views_train_shared`` the view stage trains the shared stages too)."""
+    shared, landmark, classifier = (
+        model.shared_parameters(),
+        model.landmark_parameters(),
+        model.classifier_parameters(),
+    )
     if stage == LANDMARKS:
-        return model.shared_parameters() + model.landmark_parameters(), model.classifier_modules()
+        return shared + landmark, model.classifier_modules()
+    if stage == VIEWS and views_train_shared:
+        return classifier + shared, model.landmark_modules()
     if stage == VIEWS:
-        return model.classifier_parameters(), model.shared_modules() + model.landmark_modules()
+        return classifier, model.shared_modules() + model.landmark_modules()
+    if stage == REFIT:
+        return landmark, model.shared_modules() + model.classifier_modules()
     raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
 
 
-def stages_of(model: nn.Module) -> tuple[str, ...]:
+def stages_of(model: nn.Module, refit_epochs: int = 0) -> tuple[str, ...]:
     """The stages a model variant trains: landmarks if it has a landmark path, views if it has
-    a classifier (mgcn_r both, mgcn/mfcn/sfcn landmarks only, stl views only)."""
+    a classifier (mgcn_r both, mgcn/mfcn/sfcn landmarks only, stl views only), and the refit
+    when ``refit_epochs`` > 0 and it has both."""
     has = {LANDMARKS: bool(model.landmark_parameters()), VIEWS: bool(model.classifier_parameters())}
+    has[REFIT] = refit_epochs > 0 and has[LANDMARKS] and has[VIEWS]
     return tuple(s for s in STAGES if has[s])
 
 
-def freeze_for_stage(model: nn.Module, stage: str) -> list[nn.Parameter]:
+def freeze_for_stage(
+    model: nn.Module, stage: str, views_train_shared: bool = False
+) -> list[nn.Parameter]:
     """Set ``requires_grad`` for ``stage`` and return the trainable parameters."""
-    trainable, _ = stage_parameters(model, stage)
+    trainable, _ = stage_parameters(model, stage, views_train_shared)
     ids = {id(p) for p in trainable}
     for p in model.parameters():
         p.requires_grad_(id(p) in ids)
     return trainable
 
 
-def set_train_mode(model: nn.Module, stage: str) -> None:
+def set_train_mode(model: nn.Module, stage: str, views_train_shared: bool = False) -> None:
     """``model.train()`` except the frozen parts, kept in eval mode: their BatchNorm running
-    statistics and dropout stay as stage 1 left them (paper: parameters "kept locked")."""
+    statistics and dropout stay as the earlier stages left them (paper: "kept locked")."""
     model.train()
-    for module in stage_parameters(model, stage)[1]:
+    for module in stage_parameters(model, stage, views_train_shared)[1]:
         module.eval()
 
 

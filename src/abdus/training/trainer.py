@@ -1,10 +1,11 @@
-"""Two-stage training (paper section 2.2 "Implementation") and ``train``, what ``abdus train`` runs.
+"""Staged training (paper section 2.2 "Implementation") and ``train``, what ``abdus train`` runs.
 
 The run reads like the paper: the landmark stage first (SGD for the network, Adam for the
 PatchGAN discriminator of MGCN_R), then the view stage with the shared and landmark parts
-locked (Adam). Which stages run depends on the variant (``stages.stages_of``): mgcn_r both,
-mgcn / mfcn / sfcn the landmark stage, stl the view stage. The steps are in ``loops``, model
-selection on the validation patients in ``selection``.
+locked (Adam); abdus's recipe lets the view stage train the shared stages too and then re-fits
+the landmark path to them (stage 3, "refit"). Which stages run depends on the variant
+(``stages.stages_of``): mgcn_r all, mgcn / mfcn / sfcn the landmark stage, stl the view stage.
+The steps are in ``loops``, model selection on the validation patients in ``selection``.
 
 A run folder holds ``config.yaml`` (resolved config), ``checkpoint.pt`` (rewritten atomically
 after every epoch), ``best.pt`` (the best validation epoch of the stage being trained),
@@ -63,6 +64,7 @@ from abdus.training.runtime import (
     seed_everything,
 )
 from abdus.training.selection import (
+    BEST_METRIC,
     epoch_summary,
     out_of_patience,
     record_if_best,
@@ -105,7 +107,7 @@ class Trainer:
             seed_everything(config.seed)  # same initial weights on every rank and every rerun
             networks = build_networks(config)
         self.model, self.discriminator = networks
-        self.stages = stages_of(self.model)
+        self.stages = stages_of(self.model, config.stage3.epochs)
         self.memory_format = memory_format(config.channels_last, ctx.device)
         for net in (self.model, self.discriminator):
             if net is not None:
@@ -141,6 +143,7 @@ class Trainer:
             if stage != self.progress.stage:
                 self.progress.stage, self.progress.epoch = stage, 0
                 self.progress.stale_epochs = 0
+                self.progress.best.pop(BEST_METRIC[stage][0], None)  # the refit starts afresh
                 self._optimizer_states = {}
             self.run_stage(stage)
             restore_best(self.model, self.run_dir, stage, self.ctx)
@@ -174,7 +177,7 @@ class Trainer:
         loader = train_batches(self.data, stage, spec.batch_size, self.config, self.ctx)
         tools.schedule = stage_schedule(spec, len(loader), self.ctx.world_size)
         for epoch in range(self.progress.epoch, spec.epochs):
-            set_train_mode(self.model, stage)
+            set_train_mode(self.model, stage, self.config.view_stage_trains_shared)
             if tools.discriminator is not None:
                 tools.discriminator.train()
             start_epoch(loader, self.config.seed, stage, epoch)
@@ -307,7 +310,7 @@ def build_trainer(
     barrier(ctx)  # every rank has checked the run folder before rank 0 writes into it
     seed_everything(config.seed)  # same initial weights on every rank and every rerun
     networks = build_networks(config)
-    stages = stages_of(networks[0])
+    stages = stages_of(networks[0], config.stage3.epochs)
     data_set = load_training_data(data, config, codec_of(config), run_dir, stages, ctx)
     return Trainer(config, run_dir, data_set, ctx, networks=networks, payload=payload)
 
