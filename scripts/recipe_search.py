@@ -17,6 +17,17 @@ Examples (the rows of the table in docs/benchmarks.md)::
     --amplitude 100               # L2 only at amplitude 100
     --amplitude 100 --location 0.1 --adversarial 0.1 --save landmarks.pt
     --load landmarks.pt --landmark-epochs 0 --view-epochs 40 --view-lr 2e-3 --view-init landmark
+
+The view path against the single-task network ("Why the multi-task view path trails"), from a
+demo model's weights (``abdus.modelfile.load_network(...)[0].state_dict()`` saved with
+``torch.save``)::
+
+    --load demo.pt --landmark-epochs 0 --view-epochs 18 --view-lr 2e-3 --view-init landmark \
+        [--view-ema 0.995]
+    --load demo.pt --landmark-epochs 0 --view-epochs 12 --view-lr 2e-3 --view-init landmark \
+        --view-train all [--shared-lr-scale 0.1] --refit-epochs 3 --location 0.1 --adversarial 0.1
+    --joint-view 1 --location 0.1 --adversarial 0.1 --view-epochs 18 --view-lr 2e-3
+    --pretrain-epochs 12 --landmark-init view --location 0.1 --adversarial 0.1 --view-epochs 12
 """
 
 from __future__ import annotations
@@ -186,11 +197,13 @@ def train_views(args, model, data, codec, gen):
     if args.view_init == "landmark":
         model.view_stages.load_state_dict(model.landmark_stages.state_dict())
     params = model.classifier_parameters()
-    params += model.shared_parameters() if args.view_train == "all" else []
-    ids = {id(q) for q in params}
+    shared = model.shared_parameters() if args.view_train == "all" else []
+    ids = {id(q) for q in params + shared}
     for q in model.parameters():
         q.requires_grad_(id(q) in ids)
-    opt = torch.optim.AdamW(params, lr=args.view_lr, weight_decay=1e-4)
+    groups = [{"params": params, "scale": 1.0}]
+    groups += [{"params": shared, "scale": args.shared_lr_scale}] if shared else []
+    opt = torch.optim.AdamW(groups, lr=args.view_lr, weight_decay=1e-4)
     ema = (
         torch.optim.swa_utils.AveragedModel(
             model,
@@ -213,8 +226,8 @@ def train_views(args, model, data, codec, gen):
             idx = order[s * args.view_batch : (s + 1) * args.view_batch]
             image, kept, _ = augment(args, train["stored"][idx], train["landmarks"][idx], gen)
             for g in opt.param_groups:
-                g["lr"] = schedule(epoch * steps + s, steps * args.view_epochs, args.view_lr,
-                                   args.warmup)  # fmt: skip
+                g["lr"] = g["scale"] * schedule(epoch * steps + s, steps * args.view_epochs,
+                                                args.view_lr, args.warmup)  # fmt: skip
             logits = model.forward_view(image * (kept >= 0.5))
             loss = F.cross_entropy(logits, train["views"][idx],
                                    label_smoothing=args.label_smoothing)  # fmt: skip
@@ -329,6 +342,12 @@ def main() -> None:
         help="after the view stage: the landmark path again, shared stages frozen",
     )
     p.add_argument("--refit-lr", type=float, default=5e-4)
+    p.add_argument(
+        "--shared-lr-scale",
+        type=float,
+        default=1.0,
+        help="view stage with --view-train all: the shared stages' lr factor",
+    )
     p.add_argument("--landmark-init", choices=("scratch", "view"), default="scratch")
     p.add_argument("--view-ema", type=float, default=0.0, help="EMA decay of the view weights")
     args = p.parse_args()

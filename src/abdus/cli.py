@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser(
-        "train", help="train a model on a dataset (the paper's two stages, the recipe's refit)"
+        "train", help="train a model on a dataset (the paper's two stages, an optional refit)"
     )
     p.add_argument("data", metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", required=True, help="run folder (new, or existing with --resume)")

@@ -127,8 +127,10 @@ def test_view_stage_can_train_shared_stages_then_the_landmark_path_is_refit(tmp_
     views_before = _view_logits(model, x)
     shared, landmark_path = _snapshot(model.shared_modules()), _snapshot(model.landmark_modules())
 
+    trainer.discriminator.model[0].weight.data.fill_(0.5)  # as if stage 1 had trained it
     trainer.progress.stage, trainer.progress.epoch = REFIT, 0
     trainer.run_stage(REFIT)
+    assert trainer.discriminator.model[0].weight.abs().max() < 0.5  # a new PatchGAN
     for old, new in zip(shared, _snapshot(model.shared_modules()), strict=True):
         assert all(torch.equal(old[k], new[k]) for k in old)  # locked, BatchNorm statistics too
     assert _changed(landmark_path, _snapshot(model.landmark_modules()))

@@ -2,8 +2,8 @@
 
 The run reads like the paper: the landmark stage first (SGD for the network, Adam for the
 PatchGAN discriminator of MGCN_R), then the view stage with the shared and landmark parts
-locked (Adam); abdus's recipe lets the view stage train the shared stages too and then re-fits
-the landmark path to them (stage 3, "refit"). Which stages run depends on the variant
+locked (Adam); as an option the view stage trains the shared stages too and a stage 3
+("refit") re-fits the landmark path to them. Which stages run depends on the variant
 (``stages.stages_of``): mgcn_r all, mgcn / mfcn / sfcn the landmark stage, stl the view stage.
 The steps are in ``loops``, model selection on the validation patients in ``selection``.
 
@@ -42,6 +42,7 @@ from abdus.baselines.pbt import train_pbt
 from abdus.baselines.pbt_config import pbt_preset
 from abdus.choices import Model, Preset, check_choice
 from abdus.errors import AbdusInputError
+from abdus.models import PatchDiscriminator
 from abdus.training import checkpoint as ckpt
 from abdus.training.config import CONFIG_NAME, TrainConfig, save_config
 from abdus.training.datasets import (
@@ -74,6 +75,7 @@ from abdus.training.selection import (
     validation_due,
 )
 from abdus.training.stages import (
+    REFIT,
     VIEWS,
     build_networks,
     codec_of,
@@ -173,6 +175,12 @@ class Trainer:
             return
         if stage == VIEWS and self.progress.epoch == 0:
             init_view_path(self.model, self.config.view_init)
+        if stage == REFIT and self.progress.epoch == 0 and self.discriminator is not None:
+            # A new PatchGAN: the stage-1 one, trained against the features stage 2 changed,
+            # dominated the refit (its losses ~0.02) and made the calipers worse (measured).
+            self.discriminator.load_state_dict(
+                PatchDiscriminator(self.discriminator.config).state_dict()
+            )
         tools = self._tools(stage)
         loader = train_batches(self.data, stage, spec.batch_size, self.config, self.ctx)
         tools.schedule = stage_schedule(spec, len(loader), self.ctx.world_size)
