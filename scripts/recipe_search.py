@@ -328,26 +328,11 @@ def main() -> None:
     p.add_argument("--load", default="")
     p.add_argument("--save", default="")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=0,
-        help="view pre-training of every layer before the landmark stage",
-    )
+    p.add_argument("--pretrain-epochs", type=int, default=0, help="views, every layer, first")
     p.add_argument("--pretrain-lr", type=float, default=2e-3)
-    p.add_argument(
-        "--refit-epochs",
-        type=int,
-        default=0,
-        help="after the view stage: the landmark path again, shared stages frozen",
-    )
+    p.add_argument("--refit-epochs", type=int, default=0, help="landmark path after the views")
     p.add_argument("--refit-lr", type=float, default=5e-4)
-    p.add_argument(
-        "--shared-lr-scale",
-        type=float,
-        default=1.0,
-        help="view stage with --view-train all: the shared stages' lr factor",
-    )
+    p.add_argument("--shared-lr-scale", type=float, default=1.0, help="with --view-train all")
     p.add_argument("--landmark-init", choices=("scratch", "view"), default="scratch")
     p.add_argument("--view-ema", type=float, default=0.0, help="EMA decay of the view weights")
     args = p.parse_args()
