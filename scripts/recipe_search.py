@@ -196,6 +196,10 @@ def train_views(args, model, data, codec, gen):
     train = data["train"]
     if args.view_init == "landmark":
         model.view_stages.load_state_dict(model.landmark_stages.state_dict())
+    if args.new_view_head:  # as the trainer's stage 2 starts it (a loaded run's head is trained)
+        torch.manual_seed(args.seed)
+        fresh = build_model(args.model, model.config).view_head
+        model.view_head.load_state_dict(fresh.state_dict())
     params = model.classifier_parameters()
     shared = model.shared_parameters() if args.view_train == "all" else []
     ids = {id(q) for q in params + shared}
@@ -332,6 +336,7 @@ def main() -> None:
     p.add_argument("--pretrain-lr", type=float, default=2e-3)
     p.add_argument("--refit-epochs", type=int, default=0, help="landmark path after the views")
     p.add_argument("--refit-lr", type=float, default=5e-4)
+    p.add_argument("--new-view-head", type=int, default=0, help="1: a random view head")
     p.add_argument("--shared-lr-scale", type=float, default=1.0, help="with --view-train all")
     p.add_argument("--landmark-init", choices=("scratch", "view"), default="scratch")
     p.add_argument("--view-ema", type=float, default=0.0, help="EMA decay of the view weights")
