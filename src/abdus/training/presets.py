@@ -24,9 +24,9 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   the view path's stages 3-4 start from the trained landmark stages (``view_init``);
 * the shared stages stay locked in stage 2, as in the paper. Training them on the views and
   then re-fitting the landmark path (``view_stage_trains_shared``, ``stage3``) raised the view
-  accuracy of the demo by 2.6 and 5.5 points (seeds 0 and 1; still below reader B) and, with a
-  new PatchGAN in the refit, kept the calipers, but costs 3 minutes the demo does not have: an
-  option, not the recipe (docs/benchmarks.md, "What makes the network learn");
+  accuracy of the demo by 2.6-5.5 points on three seeds (to 77.4-81.1%) and, with a new
+  PatchGAN in the refit, kept the calipers, but costs 3 minutes the demo does not have: an
+  option, not the recipe yet (docs/benchmarks.md, "What makes the network learn");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
 * the epoch kept in each stage is the best on the validation patients (``val_fraction``).
 
