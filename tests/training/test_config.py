@@ -230,3 +230,11 @@ def test_every_config_key_is_documented():
     text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
     missing = [key for key in _keys(TrainConfig()) if f"`{key.rsplit('.', 1)[-1]}`" not in text]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_demo_refit_config_resolves_to_the_measured_refit_runs():
+    path = Path(__file__).parents[2] / "scripts" / "demo_refit.yaml"
+    c = resolve_config(preset="demo", config=path)
+    assert c.view_stage_trains_shared and c.stage2.epochs == 12
+    assert (c.stage3.epochs, c.stage3.optimizer.lr, c.stage3.schedule) == (3, 5e-4, "cosine")
+    assert c.stage1 == preset_config("demo").stage1  # the demo's landmark stage, untouched
