@@ -125,8 +125,8 @@ class TrainConfig:
     Stages (paper 2.2): ``stage1`` trains the landmark path (shared stages + landmark stages +
     decoder; discriminator with ``discriminator`` optimizer), ``stage2`` the view classifier with
     the shared and landmark parts frozen (with ``view_stage_trains_shared`` the shared stages
-    learn the views too), ``stage3`` (0 epochs: none) re-fits the landmark path, discriminator
-    included, to the shared stages as stage 2 left them. Which stages a model runs depends on
+    learn the views too), ``stage3`` (0 epochs: none) re-fits the landmark path, beside a new
+    discriminator, to the shared stages as stage 2 left them. Which stages a model runs depends on
     its variant (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1, stage 3
     only a model with both paths.
 

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -178,9 +179,12 @@ class Trainer:
         if stage == REFIT and self.progress.epoch == 0 and self.discriminator is not None:
             # A new PatchGAN: the stage-1 one, trained against the features stage 2 changed,
             # dominated the refit (its losses ~0.02) and made the calipers worse (measured).
-            self.discriminator.load_state_dict(
-                PatchDiscriminator(self.discriminator.config).state_dict()
-            )
+            # Drawn from the run's seed, so every rank starts the same one (rank 0 alone has
+            # drawn from the global generator for its validation loaders).
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.config.seed)
+                fresh = PatchDiscriminator(self.discriminator.config)
+            self.discriminator.load_state_dict(fresh.state_dict())
         tools = self._tools(stage)
         loader = train_batches(self.data, stage, spec.batch_size, self.config, self.ctx)
         tools.schedule = stage_schedule(spec, len(loader), self.ctx.world_size)
