@@ -232,9 +232,18 @@ def test_every_config_key_is_documented():
     assert not missing, f"docs/configuration.md lacks {missing}"
 
 
-def test_demo_refit_config_resolves_to_the_measured_refit_runs():
-    path = Path(__file__).parents[2] / "scripts" / "demo_refit.yaml"
-    c = resolve_config(preset="demo", config=path)
-    assert c.view_stage_trains_shared and c.stage2.epochs == 12
-    assert (c.stage3.epochs, c.stage3.optimizer.lr, c.stage3.schedule) == (3, 5e-4, "cosine")
-    assert c.stage1 == preset_config("demo").stage1  # the demo's landmark stage, untouched
+def test_demo_recipe_trains_the_shared_stages_on_views_then_refits_the_landmark_path():
+    c = preset_config("demo")
+    assert (c.stage1.epochs, c.stage2.epochs, c.stage3.epochs) == (10, 12, 3)
+    assert c.view_stage_trains_shared and c.discriminator_every == 2
+    assert (c.stage3.optimizer.name, c.stage3.optimizer.lr, c.stage3.schedule) == (
+        "adamw", 5e-4, "cosine",
+    )  # fmt: skip
+    stl = preset_config("demo", "stl")  # from scratch on the views alone: 18 epochs
+    assert stl.stage2 == dataclasses.replace(c.stage2, epochs=18)
+    for model in ("mgcn", "mfcn", "sfcn"):  # the ablation's landmark stage is the demo's
+        assert preset_config("demo", model).stage1 == c.stage1
+    tiny, paper = preset_config("tiny"), preset_config("paper")  # fast tests; as published
+    for other in (tiny, paper):
+        assert not other.view_stage_trains_shared and other.stage3.epochs == 0
+        assert other.discriminator_every == 1

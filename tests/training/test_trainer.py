@@ -21,7 +21,7 @@ from abdus.training import trainer as trainer_module
 from abdus.training.checkpoint import load_model_from_run
 from abdus.training.datasets import check_landmark_coverage
 from abdus.training.distributed import init_distributed
-from abdus.training.loops import build_step_tools, view_step
+from abdus.training.loops import build_step_tools, landmark_step, view_step
 from abdus.training.runlog import RunLog, read_metrics
 from abdus.training.runtime import make_grad_scaler
 from abdus.training.stages import (
@@ -309,6 +309,34 @@ def test_view_weight_multiplies_the_view_loss_and_its_gradient(one_thread):
     assert half["loss"] == pytest.approx(0.5 * half["view"])
     for a, b in zip(half_grads, full_grads, strict=True):
         torch.testing.assert_close(a, 0.5 * b)
+
+
+def test_discriminator_learns_on_every_kth_step_and_the_network_on_every_step(one_thread):
+    config = dataclasses.replace(tiny_config(), discriminator_every=2)
+    torch.manual_seed(0)
+    model, discriminator = build_networks(config)
+    model.train()
+    tools = build_step_tools(
+        config, LANDMARKS, model, discriminator, init_distributed("cpu"),
+        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None,
+    )  # fmt: skip
+    batch = next(iter(torch.utils.data.DataLoader(synthetic_data(config, 8, 1).train, 8)))
+    weights = lambda m: [{k: v.clone() for k, v in m.named_parameters()}]  # noqa: E731
+    moved = []  # (D's weights changed, the network's changed); D's BatchNorm runs every step
+    for step in range(4):
+        tools.stage_step = step
+        d_before, net_before = weights(discriminator), weights(model)
+        parts = landmark_step(batch, tools)
+        moved.append(
+            (
+                _changed(d_before, _snapshot([discriminator])),
+                _changed(net_before, _snapshot([model])),
+            )
+        )
+        assert {"d_real", "d_fake", "adversarial"} <= set(parts)  # D's last losses in between
+    assert moved == [(True, True), (False, True), (True, True), (False, True)]
+    with pytest.raises(ValueError, match="discriminator_every must be >= 1"):
+        dataclasses.replace(config, discriminator_every=0)
 
 
 def test_train_hands_pbt_to_the_baseline(tmp_path, monkeypatch):

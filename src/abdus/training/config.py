@@ -134,6 +134,8 @@ class TrainConfig:
     hands it to ``abdus.baselines.pbt``). ``model_options`` / ``discriminator_options`` are the
     architecture (``abdus.models.ModelConfig`` / ``DiscriminatorConfig``, saved in every model
     file too). ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
+    ``discriminator_every``: the discriminator takes its step on every k-th step of a landmark
+    stage (1: every step, pix2pix); the network's adversarial term uses it on every step.
     ``view_init`` (``abdus.choices.ViewInit``): how stage 2 starts the view path's copy of
     stages 3-4: "scratch" (random, the paper) or "landmark" (a copy of the trained landmark
     stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``). ``data_on_device``: an
@@ -155,6 +157,7 @@ class TrainConfig:
     discriminator: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
     )
+    discriminator_every: int = 1  # the discriminator learns on every k-th step of its stage
     view_init: str = ViewInit.SCRATCH.value
     seed: int = 0
     preset: str = "custom"  # the preset it was resolved from (tiny, demo, paper), for reports
@@ -205,6 +208,8 @@ class TrainConfig:
                 f"distill_alpha must be in [0, 1] and distill_temperature > 0, got "
                 f"{self.distill_alpha}, {self.distill_temperature}"
             )
+        if self.discriminator_every < 1:
+            raise ValueError(f"discriminator_every must be >= 1, got {self.discriminator_every}")
         if self.num_workers < 0 or self.evaluate_every < 0 or self.log_every < 1:
             raise ValueError("num_workers, evaluate_every must be >= 0 and log_every >= 1")
 

@@ -74,6 +74,9 @@ class StepTools:
     schedule: LearningRateSchedule | None = None  # None: the optimizer's lr throughout
     discriminator: nn.Module | None = None
     d_optimizer: torch.optim.Optimizer | None = None
+    discriminator_every: int = 1  # D learns on the stage steps divisible by it
+    stage_step: int = 0  # the stage step of the current batch (set by train_epoch)
+    d_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # D's last losses
     teacher: Teacher | None = None  # abdus distill: blends the teacher's outputs into targets
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -113,6 +116,7 @@ def build_step_tools(
     if landmarks and discriminator is not None:
         tools.discriminator = discriminator
         tools.d_optimizer = make_optimizer(config.discriminator, discriminator.parameters())
+        tools.discriminator_every = config.discriminator_every
     return tools
 
 
@@ -132,7 +136,10 @@ def _set_requires_grad(module: nn.Module, flag: bool) -> None:
 
 
 def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, torch.Tensor]:
-    """One stage-1 step (pix2pix order: D first, then the network). Returns the loss parts."""
+    """One stage-1 step (pix2pix order: D first, then the network). D takes its step only on the
+    stage steps divisible by ``tools.discriminator_every`` (so a resumed run takes the same
+    steps); the network's adversarial term uses D on every step. Returns the loss parts, D's
+    from its last step (none before D's first step in this process)."""
     device, scaler = tools.ctx.device, tools.scaler
     if tools.teacher is not None:
         batch = tools.teacher.heatmap_targets(batch, tools.amp_dtype)
@@ -141,7 +148,7 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
     outputs = {"heatmaps": heatmaps.float()}  # losses in float32 (sums over 512x512 pixels)
     parts: dict[str, torch.Tensor] = {}
     D = tools.discriminator
-    if D is not None:
+    if D is not None and tools.stage_step % tools.discriminator_every == 0:
         _set_requires_grad(D, True)
         tools.d_optimizer.zero_grad(set_to_none=True)
         with autocast(device, tools.amp_dtype):
@@ -152,8 +159,10 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
         scaler.scale(d_parts["loss"]).backward()
         average_gradients(list(D.parameters()), tools.ctx)
         scaler.step(tools.d_optimizer)
-        parts = {"d_real": d_parts["real"], "d_fake": d_parts["fake"]}
+        tools.d_parts = {"d_real": d_parts["real"].detach(), "d_fake": d_parts["fake"].detach()}
         _set_requires_grad(D, False)  # the network's step must not move D
+    if D is not None:
+        parts = dict(tools.d_parts)  # between D's steps: its last losses
     with autocast(device, tools.amp_dtype):
         losses = landmark_losses(
             outputs,
@@ -222,6 +231,7 @@ def train_epoch(
     bar = tqdm(loader, desc=description, leave=False, disable=None if tools.ctx.is_main else True)
     for index, raw in enumerate(bar):
         batch = to_device(raw, tools)
+        tools.stage_step = first_step + index
         if tools.schedule is not None:
             tools.schedule.apply(tools.optimizer, first_step + index)
         parts = {k: v.detach().double() for k, v in step(batch, tools).items()}
