@@ -243,6 +243,12 @@ def test_demo_recipe_trains_the_shared_stages_on_views_then_refits_the_landmark_
     assert stl.stage2 == dataclasses.replace(c.stage2, epochs=18)
     for model in ("mgcn", "mfcn", "sfcn"):  # the ablation's landmark stage is the demo's
         assert preset_config("demo", model).stage1 == c.stage1
+    recipe = Path(__file__).parents[2] / "scripts" / "paper_recipe.yaml"
+    scaled = resolve_config(preset="paper", config=recipe)  # the demo's recipe at paper scale
+    assert scaled.model_options.depth == "resnet50" and scaled.preprocess.size == (512, 512)
+    for key in ("heatmap_amplitude", "loss", "view_init", "view_stage_trains_shared", "augment"):
+        assert getattr(scaled, key) == getattr(c, key), key
+    assert scaled.stage3 == c.stage3 and scaled.augmentation == c.augmentation
     tiny, paper = preset_config("tiny"), preset_config("paper")  # fast tests; as published
     for other in (tiny, paper):
         assert not other.view_stage_trains_shared and other.stage3.epochs == 0
