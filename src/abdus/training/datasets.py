@@ -12,6 +12,7 @@ never on the test patients: the test split is for ``abdus evaluate`` alone.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,17 @@ def cache_dir_of(config: TrainConfig, run_dir: Path) -> Path:
     return Path(config.cache_dir) if config.cache_dir else Path(run_dir) / CACHE_NAME
 
 
+def cache_build_workers(config: TrainConfig, images: int, most: int = 8) -> int:
+    """Processes that preprocess the missing samples of ``images`` into the cache (rank 0):
+    the loader's ``num_workers`` when set, else, for 200 images or more, one per CPU this
+    process may use (at most ``most``; 0 = this process). The cache is the same either way."""
+    if config.num_workers > 0:
+        return config.num_workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = min(most, cpus or 1)
+    return cpus if cpus > 1 and images >= 200 else 0
+
+
 def load_training_data(
     data: str | Path,
     config: TrainConfig,
@@ -138,13 +150,14 @@ def load_training_data(
         raise AbdusInputError("no training images (empty manifest or training split)", path)
     check_landmark_coverage(split["train"], config, stages, path)
     cache = cache_dir_of(config, run_dir)
+    images = len(split["train"]) + len(split["val"])
 
     def build() -> tuple[Dataset, Dataset | None]:
         common = {
             "config": config.preprocess,
             "codec": codec,
             "cache_dir": cache,
-            "build_workers": config.num_workers if ctx.is_main else 0,
+            "build_workers": cache_build_workers(config, images) if ctx.is_main else 0,
         }
         train = UltrasoundDataset(
             manifest,
