@@ -126,14 +126,20 @@ def build_sample(
     return stored, out.transform
 
 
-def _build_one(
-    args: tuple[Manifest, ImageRecord, PreprocessConfig],
-) -> tuple[np.ndarray, SourceToModel]:
-    return build_sample(*args)
+# What the build processes share: (manifest, config), set by _start_worker. With the "fork"
+# start method the child inherits it, so no job carries the manifest (megabytes) again.
+_WORKER_INPUTS: tuple[Manifest, PreprocessConfig] | None = None
 
 
-def _one_thread() -> None:
+def _start_worker(manifest: Manifest, config: PreprocessConfig) -> None:
+    global _WORKER_INPUTS
     torch.set_num_threads(1)  # as DataLoader workers: no OpenMP pool in forked children
+    _WORKER_INPUTS = (manifest, config)
+
+
+def _build_one(record: ImageRecord) -> tuple[np.ndarray, SourceToModel]:
+    manifest, config = _WORKER_INPUTS
+    return build_sample(manifest, record, config)
 
 
 class SampleCache:
@@ -157,13 +163,14 @@ class SampleCache:
         found = [self._load_transform(key) for key in self.keys]
         missing = [i for i, transform in enumerate(found) if transform is None]
         self.built = len(missing)  # samples preprocessed by this call (the rest were on disk)
-        jobs = [(manifest, records[i], config) for i in missing]
+        jobs = [records[i] for i in missing]
         if workers > 0 and len(jobs) > 1:
             context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-                self._store_all(found, missing, pool.map(_build_one, jobs, chunksize=4))
+            start = {"initializer": _start_worker, "initargs": (manifest, config)}
+            with ProcessPoolExecutor(workers, mp_context=context, **start) as pool:
+                self._store_all(found, missing, pool.map(_build_one, jobs, chunksize=8))
         else:
-            self._store_all(found, missing, map(_build_one, jobs))
+            self._store_all(found, missing, (build_sample(manifest, r, config) for r in jobs))
         self.transforms: list[SourceToModel] = [t for t in found if t is not None]
 
     def _store_all(
