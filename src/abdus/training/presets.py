@@ -29,10 +29,9 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   need: with them trained on the views the view accuracy rose by 2.6-5.5 points on three seeds,
   and the refit keeps the calipers (docs/benchmarks.md, "Why the multi-task view path trails");
 * the PatchGAN learns on every 4th step (``discriminator_every`` 4; the network's
-  adversarial term uses it on every step): its passes were ~40% of a landmark step on 2 CPU
-  cores, and this pays for the refit within the demo's 15 minutes (with it learning on every
-  other step the validation error was no worse than on every step, 5.63 against 5.79 mm and
-  5.94 against 6.10 mm on two seeds);
+  adversarial term uses it on every step), in stage 1 and in the refit: its passes were ~40%
+  of a landmark step on 2 CPU cores, and this pays for the refit within the demo's 15 minutes
+  (docs/benchmarks.md, "Paying for the refit");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
 * the epoch kept in each stage is the best on the validation patients (``val_fraction``).
 
