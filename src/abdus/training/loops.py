@@ -233,7 +233,7 @@ def train_epoch(
         batch = to_device(raw, tools)
         tools.stage_step = first_step + index
         if tools.schedule is not None:
-            tools.schedule.apply(tools.optimizer, first_step + index)
+            tools.schedule.apply(tools.optimizer, tools.stage_step)
         parts = {k: v.detach().double() for k, v in step(batch, tools).items()}
         finite &= torch.isfinite(parts["loss"])
         n = int(batch["image"].shape[0])

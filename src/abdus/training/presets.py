@@ -26,12 +26,14 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   them), then a third stage, the "refit" (``stage3``, 3 epochs), trains the landmark path again
   on the shared stages the view stage left, beside a new PatchGAN, with the view path locked.
   Without ImageNet weights the shared stages locked after stage 1 know only what the calipers
-  need: with them trained on the views the view accuracy rose by 2.6-5.5 points on three seeds,
-  and the refit keeps the calipers (docs/benchmarks.md, "Why the multi-task view path trails");
+  need: with them trained on the views the demo's view accuracy rose by 3.6-6.9 points on
+  three seeds; the refit brought the calipers back on two of them, not on seed 0
+  (docs/benchmarks.md, "Why the multi-task view path trails", "The demo");
 * the PatchGAN learns on every 4th step (``discriminator_every`` 4; the network's
-  adversarial term uses it on every step), in stage 1 and in the refit: its passes were ~40%
-  of a landmark step on 2 CPU cores, and this pays for the refit within the demo's 15 minutes
-  (docs/benchmarks.md, "Paying for the refit");
+  adversarial term uses it on every step), in stage 1 and in the refit: its passes were about
+  a third of a landmark step on 2 AVX2-only CPU cores (538 against 342 ms per batch of 16),
+  and this pays for the refit within the demo's 15 minutes (docs/benchmarks.md, "Paying for
+  the refit");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
 * the epoch kept in each stage is the best on the validation patients (``val_fraction``).
 
