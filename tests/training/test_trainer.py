@@ -3,6 +3,7 @@ their own stages, run folders are protected, bad datasets give clear errors."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import itertools
@@ -31,6 +32,7 @@ from abdus.training.stages import (
     LearningRateSchedule,
     build_networks,
     init_view_path,
+    view_anchor,
 )
 from abdus.training.trainer import Trainer, train
 
@@ -137,6 +139,86 @@ def test_view_stage_can_train_shared_stages_then_the_landmark_path_is_refit(tmp_
     assert torch.equal(views_before, _view_logits(model, x))  # one shot serves both tasks
     assert [r["stage"] for r in read_metrics(tmp_path)] == [LANDMARKS, VIEWS, REFIT, REFIT]
     assert set(read_metrics(tmp_path)[-1]["train"]) >= {"regression", "adversarial", "d_real"}
+
+
+def _shared_features(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The shared stages' features of ``x`` with the batch's statistics (what the weights
+    make of it; a copy, so no running statistic moves)."""
+    probe = copy.deepcopy(model).train()
+    with torch.inference_mode():
+        return probe.forward_shared(x)
+
+
+def _feature_change(weight: float, tmp_path) -> float:
+    """How far one view epoch moves the shared features of 8 images (relative, summed over
+    the levels) with ``view_stage_anchor`` = ``weight``, from the same stage-1 weights."""
+    config = with_epochs(tiny_config(view_stage_trains_shared=True), 1, 3)
+    config = dataclasses.replace(config, view_stage_anchor=weight)
+    trainer = _trainer(config, tmp_path / f"w{weight}")
+    x = torch.stack([synthetic_data(config, 11, 1).train[i]["image"] for i in range(8)])
+    trainer.run_stage(LANDMARKS)
+    before = _shared_features(trainer.model, x)
+    trainer.progress.stage, trainer.progress.epoch = VIEWS, 0
+    trainer.run_stage(VIEWS)
+    assert trainer.anchor is None or all(not p.requires_grad for p in trainer.anchor.parameters())
+    after = _shared_features(trainer.model, x)
+    return sum(float((a - b).pow(2).mean() / b.var()) for a, b in zip(after, before, strict=True))
+
+
+def test_view_stage_anchor_holds_the_shared_features_the_landmark_path_reads(tmp_path, one_thread):
+    free, anchored = _feature_change(0.0, tmp_path), _feature_change(100.0, tmp_path)
+    assert free > 0 and anchored < 0.5 * free, (free, anchored)
+    records = read_metrics(tmp_path / "w100.0")
+    assert all("anchor" in r["train"] for r in records if r["stage"] == VIEWS)
+    assert all("anchor" not in r["train"] for r in read_metrics(tmp_path / "w0.0"))
+    with pytest.raises(ValueError, match="needs view_stage_trains_shared"):
+        tiny_config(view_stage_anchor=1.0)
+    with pytest.raises(ValueError, match="view_stage_anchor must be >= 0"):
+        tiny_config(view_stage_trains_shared=True, view_stage_anchor=-1.0)
+
+
+def test_view_step_adds_the_weighted_drift_which_starts_at_zero(one_thread):
+    config = tiny_config(view_stage_trains_shared=True, view_stage_anchor=2.0)
+    torch.manual_seed(0)
+    model, _ = build_networks(config)
+    anchor = view_anchor(model)
+    model.train()
+    tools = build_step_tools(
+        config, VIEWS, model, None, init_distributed("cpu"),
+        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None, anchor=anchor,
+    )  # fmt: skip
+    tools.network.train()
+    statistics = {k: v.clone() for k, v in anchor.state_dict().items()}
+    batch = next(iter(torch.utils.data.DataLoader(synthetic_data(config, 8, 1).train, 8)))
+    step = lambda: {k: float(v.detach()) for k, v in view_step(batch, tools).items()}  # noqa: E731
+    first = step()
+    assert first["anchor"] < 1e-10  # the same weights and batch statistics
+    second = step()
+    assert second["anchor"] > first["anchor"]
+    assert second["loss"] == pytest.approx(second["view"] + 2.0 * second["anchor"], rel=1e-5)
+    for key, value in anchor.state_dict().items():  # weights and running statistics
+        assert torch.equal(value, statistics[key]), key
+
+
+def test_a_resumed_view_stage_keeps_the_anchor_it_began_with(tmp_path, one_thread):
+    config = with_epochs(tiny_config(view_stage_trains_shared=True), 1, 2)
+    config = dataclasses.replace(config, view_stage_anchor=10.0)
+    trainer = _trainer(config, tmp_path)
+    trainer.run_stage(LANDMARKS)
+    began = {k: v.clone() for k, v in trainer.model.shared.state_dict().items()}
+    trainer.progress.stage, trainer.progress.epoch = VIEWS, 0
+    trainer.config = dataclasses.replace(
+        config, stage2=dataclasses.replace(config.stage2, epochs=1)
+    )
+    trainer.run_stage(VIEWS)  # one epoch, checkpointed
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert payload["progress"]["stage"] == VIEWS and payload["progress"]["epoch"] == 1
+    resumed = Trainer(config, tmp_path, synthetic_data(config), init_distributed("cpu"),
+                      payload=payload)  # fmt: skip
+    assert _changed([began], [resumed.model.shared.state_dict()])  # the trunk moved
+    anchor = resumed._view_anchor(VIEWS)
+    for key, value in anchor.state_dict().items():
+        assert torch.equal(value, began[key]), key
 
 
 def test_variants_train_only_their_stages(tmp_path, one_thread):

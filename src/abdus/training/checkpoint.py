@@ -97,9 +97,11 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     progress: Progress,
     history: list[dict[str, Any]] | None = None,
+    anchor: nn.Module | None = None,
 ) -> None:
     """Write a resumable checkpoint atomically (call on rank 0 only). ``history``: the epoch
-    records of ``metrics.jsonl`` so far (rewritten from here on resume)."""
+    records of ``metrics.jsonl`` so far (rewritten from here on resume); ``anchor``: the view
+    stage's frozen shared stages (``TrainConfig.view_stage_anchor``), kept for a resume."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
@@ -110,6 +112,7 @@ def save_checkpoint(
         "progress": asdict(progress),
         "history": list(history or []),
         "rng": capture_rng_state(),
+        "anchor": None if anchor is None else anchor.state_dict(),
     }
     if discriminator is not None:
         d = unwrap(discriminator)

@@ -125,10 +125,11 @@ class TrainConfig:
     Stages (paper 2.2): ``stage1`` trains the landmark path (shared stages + landmark stages +
     decoder; discriminator with ``discriminator`` optimizer), ``stage2`` the view classifier with
     the shared and landmark parts frozen (with ``view_stage_trains_shared`` the shared stages
-    learn the views too), ``stage3`` (0 epochs: none) re-fits the landmark path, beside a new
-    discriminator, to the shared stages as stage 2 left them. Which stages a model runs depends on
-    its variant (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn`` only stage 1, stage 3
-    only a model with both paths.
+    learn the views too; ``view_stage_anchor`` > 0 then keeps their features near those the
+    landmark path was trained on), ``stage3`` (0 epochs: none) re-fits the landmark path,
+    beside a new discriminator, to the shared stages as stage 2 left them. Which stages a model
+    runs depends on its variant (``stages.stages_of``): e.g. ``stl`` only stage 2, ``mgcn``
+    only stage 1, stage 3 only a model with both paths.
 
     ``model`` is a network of ``abdus.choices.Model`` (PBT is not a network: ``trainer.train``
     hands it to ``abdus.baselines.pbt``). ``model_options`` / ``discriminator_options`` are the
@@ -136,6 +137,10 @@ class TrainConfig:
     file too). ``heatmap_amplitude``: peak of the Gaussian targets (``HeatmapCodec.amplitude``).
     ``discriminator_every``: the discriminator takes its step on every k-th step of a landmark
     stage (1: every step, pix2pix); the network's adversarial term uses it on every step.
+    ``view_stage_anchor``: with ``view_stage_trains_shared``, the weight of a term of the view
+    stage that keeps the shared stages' features (stem, stages 1-2, the inputs of the landmark
+    path) near those of a frozen copy taken as the stage began (learning without forgetting):
+    per level, the mean squared difference over the copy's variance (0: no term).
     ``view_init`` (``abdus.choices.ViewInit``): how stage 2 starts the view path's copy of
     stages 3-4: "scratch" (random, the paper) or "landmark" (a copy of the trained landmark
     stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``). ``data_on_device``: an
@@ -154,6 +159,7 @@ class TrainConfig:
     stage2: StageConfig = field(default_factory=StageConfig)
     stage3: StageConfig = field(default_factory=lambda: StageConfig(epochs=0))
     view_stage_trains_shared: bool = False
+    view_stage_anchor: float = 0.0  # weight of the shared-feature term in such a view stage
     discriminator: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
     )
@@ -208,6 +214,10 @@ class TrainConfig:
                 f"distill_alpha must be in [0, 1] and distill_temperature > 0, got "
                 f"{self.distill_alpha}, {self.distill_temperature}"
             )
+        if not self.view_stage_anchor >= 0:
+            raise ValueError(f"view_stage_anchor must be >= 0, got {self.view_stage_anchor}")
+        if self.view_stage_anchor and not self.view_stage_trains_shared:
+            raise ValueError("view_stage_anchor needs view_stage_trains_shared: true")
         if self.discriminator_every < 1:
             raise ValueError(f"discriminator_every must be >= 1, got {self.discriminator_every}")
         if self.num_workers < 0 or self.evaluate_every < 0 or self.log_every < 1:

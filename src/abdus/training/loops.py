@@ -78,6 +78,7 @@ class StepTools:
     stage_step: int = 0  # the stage step of the current batch (set by train_epoch)
     d_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # D's last losses
     teacher: Teacher | None = None  # abdus distill: blends the teacher's outputs into targets
+    anchor_weight: float = 0.0  # view stage: weight of the shared-feature drift (ViewNetwork)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by checkpoint name: "network" and, in stage 1, "discriminator"."""
@@ -94,13 +95,15 @@ def build_step_tools(
     *,
     scaler: torch.amp.GradScaler,
     amp_dtype: torch.dtype | None,
+    anchor: nn.Module | None = None,
 ) -> StepTools:
     """Freeze ``model`` for ``stage``, wrap its stage network for DDP (then compile it with
     ``config.compile``), build the optimizers (paper 2.2: stage 1 network + Adam discriminator,
-    stage 2 the classifier only; the lr scaled by ``stages.scaled_optimizer``)."""
+    stage 2 the classifier only; the lr scaled by ``stages.scaled_optimizer``). ``anchor``: the
+    view stage's frozen copy of the shared stages (``stages.view_anchor``), or None."""
     trainable = freeze_for_stage(model, stage, config.view_stage_trains_shared)
     landmarks = task_of(stage) == LANDMARKS
-    body = LandmarkNetwork(model) if landmarks else ViewNetwork(model)
+    body = LandmarkNetwork(model) if landmarks else ViewNetwork(model, anchor)
     optimizer = scaled_optimizer(stage_config(config, stage), ctx.world_size)
     tools = StepTools(
         network=maybe_compile(wrap_model(body, ctx), config.compile),
@@ -112,6 +115,7 @@ def build_step_tools(
         loss=config.loss,
         threshold=codec_of(config).threshold,
         amplitude=config.heatmap_amplitude,
+        anchor_weight=config.view_stage_anchor if anchor is not None else 0.0,
     )
     if landmarks and discriminator is not None:
         tools.discriminator = discriminator
@@ -183,15 +187,21 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
 def view_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str, torch.Tensor]:
     """One stage-2 step: ``loss.view`` x the cross entropy on the masked classification input
     (the weight alone in its stage: with SGD it scales the step as the learning rate does; Adam
-    is nearly blind to it). Returns the weighted ``loss`` and the unweighted ``view`` part."""
+    is nearly blind to it). Returns the weighted ``loss`` and the unweighted ``view`` part; with
+    an anchored network also ``anchor``, the shared features' drift (added x
+    ``tools.anchor_weight``)."""
     with autocast(tools.ctx.device, tools.amp_dtype):
-        logits = tools.network(batch["class_image"])
+        out = tools.network(batch["class_image"])
+    logits, drift = out if isinstance(out, tuple) else (out, None)
     smoothing = tools.loss.label_smoothing
     view = view_loss(logits.float(), batch["view"], batch.get("has_view"), smoothing)["view"]
     losses = {"loss": tools.loss.view * view, "view": view}
     if tools.teacher is not None:
         blended, term = tools.teacher.view_loss(logits, batch["class_image"], view, tools.amp_dtype)
         losses = {"loss": tools.loss.view * blended, "view": view, "distill": term}
+    if drift is not None:
+        losses["loss"] = losses["loss"] + tools.anchor_weight * drift
+        losses["anchor"] = drift.detach()
     tools.optimizer.zero_grad(set_to_none=True)
     tools.scaler.scale(losses["loss"]).backward()
     tools.scaler.step(tools.optimizer)

@@ -13,12 +13,14 @@ and builds a config's networks and heat-map codec. The steps themselves are in `
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from abdus.choices import Optimizer, Schedule, ViewInit
@@ -57,14 +59,46 @@ class LandmarkNetwork(nn.Module):
 
 
 class ViewNetwork(nn.Module):
-    """The view path as a module of its own (stage 2): (B, 1, H, W) -> (B, 11) logits."""
+    """The view path as a module of its own (stage 2): (B, 1, H, W) -> (B, 11) logits.
 
-    def __init__(self, model: nn.Module) -> None:
+    With ``anchor`` (a frozen copy of the shared stages, ``view_anchor``; the
+    ``view_stage_anchor`` option) it returns (logits, drift): drift = the sum over the shared
+    levels of the mean squared difference between the trained and the frozen features, each over
+    the frozen level's variance. Both normalise with the batch's statistics in training, so the
+    drift is 0 until the weights move.
+    """
+
+    def __init__(self, model: nn.Module, anchor: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
+        self.anchor = anchor
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_view(image)
+    def forward(self, image: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.anchor is None:
+            return self.model.forward_view(image)
+        features = self.model.forward_shared(image)
+        logits = self.model.forward_view(image, features)
+        self.anchor.train(self.model.shared.training)  # the same statistics as the trained copy
+        with torch.no_grad():
+            targets = self.anchor(image)
+        drift = sum(
+            F.mse_loss(f.float(), t.float()) / t.float().var().clamp_min(1e-6)
+            for f, t in zip(features, targets, strict=True)
+        )
+        return logits, drift
+
+
+def view_anchor(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model``'s shared stages (stem and stages 1-2): no gradients, and
+    BatchNorm that no longer tracks, so in training mode it normalises with the batch's
+    statistics (as the trained stages do) and its buffers never change."""
+    anchor = copy.deepcopy(model.shared)
+    for p in anchor.parameters():
+        p.requires_grad_(False)
+    for module in anchor.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+    return anchor
 
 
 def stage_parameters(

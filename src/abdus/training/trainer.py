@@ -86,6 +86,7 @@ from abdus.training.stages import (
     stage_config,
     stage_schedule,
     stages_of,
+    view_anchor,
 )
 from abdus.training.teacher import load_teacher
 
@@ -121,6 +122,8 @@ class Trainer:
         self.scaler = make_grad_scaler(ctx.device, self.amp_dtype)
         self.progress = ckpt.Progress(stage=self.stages[0])
         self._optimizer_states: dict[str, Any] = {}
+        self._anchor_state: dict[str, Any] | None = None  # a resumed view stage's anchor
+        self.anchor: nn.Module | None = None  # the view stage's frozen shared stages
         history = self._restore(payload) if payload is not None else []
         purge = self.progress.global_step if payload is not None else None
         if ctx.is_main:
@@ -135,6 +138,7 @@ class Trainer:
         self.scaler.load_state_dict(payload["scaler"])
         self.progress = ckpt.Progress(**payload["progress"])
         self._optimizer_states = payload["optimizers"]
+        self._anchor_state = payload.get("anchor")
         ckpt.restore_rng_state(payload["rng"])
         return list(payload.get("history", []))
 
@@ -162,6 +166,7 @@ class Trainer:
             self.ctx,
             scaler=self.scaler,
             amp_dtype=self.amp_dtype,
+            anchor=self.anchor,
         )
         tools.teacher = self.teacher
         for name, opt in tools.optimizers().items():
@@ -177,6 +182,7 @@ class Trainer:
             return
         if stage == VIEWS and self.progress.epoch == 0:
             init_view_path(self.model, self.config.view_init)
+        self.anchor = self._view_anchor(stage)
         if stage == REFIT and self.progress.epoch == 0 and self.discriminator is not None:
             # A new PatchGAN: the stage-1 one, trained against the features stage 2 changed,
             # dominated the refit (its losses ~0.02) and made the calipers worse (measured).
@@ -230,6 +236,18 @@ class Trainer:
             if stop:
                 break
 
+    def _view_anchor(self, stage: str) -> nn.Module | None:
+        """The view stage's frozen copy of the shared stages (``view_stage_anchor``) for a
+        model with a landmark path: taken as the stage begins, the checkpoint's when resuming
+        into it; None otherwise."""
+        wanted = stage == VIEWS and self.config.view_stage_anchor > 0
+        if not (wanted and self.model.landmark_parameters()):
+            return None
+        anchor = view_anchor(self.model)
+        if self.progress.epoch > 0 and self._anchor_state is not None:
+            anchor.load_state_dict(self._anchor_state)
+        return anchor
+
     def _validate(self, stage: str, epoch: int, epochs: int) -> dict[str, float] | None:
         """Validation metrics on rank 0 (None when not due or no validation patients)."""
         val_set = self.data.stage_val_set(stage)
@@ -268,6 +286,7 @@ class Trainer:
                 scaler=self.scaler,
                 progress=self.progress,
                 history=[*self.log.history, json_safe(record)],
+                anchor=self.anchor,
             )
         self.log.epoch(record)
         barrier(self.ctx)
