@@ -27,6 +27,12 @@ demo model's weights (``abdus.modelfile.load_network(...)[0].state_dict()`` save
     --load demo.pt --landmark-epochs 0 --view-epochs 12 --view-lr 2e-3 --view-init landmark \
         --view-train all [--shared-lr-scale 0.1] --refit-epochs 3 --location 0.1 --adversarial 0.1
     --joint-view 1 --location 0.1 --adversarial 0.1 --view-epochs 18 --view-lr 2e-3
+
+The shared stages trained in the view stage, anchored to their stage-1 features ("Anchoring
+the shared stages"), from a stage-1 model saved with ``--save``::
+
+    --load stage1.pt --landmark-epochs 0 --view-epochs 12 --view-lr 2e-3 --view-init landmark \
+        --view-train all [--keep-shared 1 --anchor-bn batch] [--head-warmup 2]
     --pretrain-epochs 12 --landmark-init view --location 0.1 --adversarial 0.1 --view-epochs 12
 """
 
@@ -217,13 +223,25 @@ def train_views(args, model, data, codec, gen):
         if args.view_ema
         else None
     )
+    # --keep-shared: the trunk's features stay near those the landmark path was trained on
+    # (a frozen copy of the shared stages as it entered the stage; learning without forgetting)
+    anchor = copy.deepcopy(model.shared).eval() if args.keep_shared and shared else None
+    if anchor is not None and args.anchor_bn == "batch":  # batch statistics, never updated
+        for module in anchor.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = 0.0
     n = len(train["stored"])
     steps = n // args.view_batch
     for epoch in range(args.view_epochs):
         model.train()
-        if args.view_train == "paper":
+        locked = args.view_train == "paper" or epoch < args.head_warmup
+        if locked:
             for module in model.shared_modules() + model.landmark_modules():
                 module.eval()
+        elif args.shared_bn_fixed:  # the trunk learns, its BatchNorm statistics stay stage 1's
+            for module in model.shared.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
         began = time.time()
         order = torch.randperm(n, generator=gen)
         for s in range(steps):
@@ -232,11 +250,24 @@ def train_views(args, model, data, codec, gen):
             for g in opt.param_groups:
                 g["lr"] = g["scale"] * schedule(epoch * steps + s, steps * args.view_epochs,
                                                 args.view_lr, args.warmup)  # fmt: skip
-            logits = model.forward_view(image * (kept >= 0.5))
+            masked = image * (kept >= 0.5)
+            features = model.forward_shared(masked)
+            logits = model.forward_view(masked, features)
             loss = F.cross_entropy(logits, train["views"][idx],
                                    label_smoothing=args.label_smoothing)  # fmt: skip
+            if anchor is not None and not locked:
+                anchor.train(args.anchor_bn == "batch")
+                with torch.no_grad():
+                    targets = anchor(masked)
+                loss = loss + args.keep_shared * sum(
+                    F.mse_loss(f, t) / t.var().clamp_min(1e-6)
+                    for f, t in zip(features, targets, strict=True)
+                )
             opt.zero_grad()
             loss.backward()
+            if locked:
+                for q in shared:
+                    q.grad = None
             opt.step()
             if ema is not None:
                 ema.update_parameters(model)
@@ -340,6 +371,30 @@ def main() -> None:
     p.add_argument("--shared-lr-scale", type=float, default=1.0, help="with --view-train all")
     p.add_argument("--landmark-init", choices=("scratch", "view"), default="scratch")
     p.add_argument("--view-ema", type=float, default=0.0, help="EMA decay of the view weights")
+    p.add_argument(
+        "--keep-shared",
+        type=float,
+        default=0.0,
+        help="with --view-train all: weight of the trunk-feature consistency",
+    )
+    p.add_argument(
+        "--anchor-bn",
+        choices=("running", "batch"),
+        default="running",
+        help="the frozen copy's BatchNorm: its stage-1 statistics or the batch's",
+    )
+    p.add_argument(
+        "--head-warmup",
+        type=int,
+        default=0,
+        help="with --view-train all: epochs with the shared stages locked first",
+    )
+    p.add_argument(
+        "--shared-bn-fixed",
+        type=int,
+        default=0,
+        help="with --view-train all: 1 keeps the trunk's BatchNorm statistics",
+    )
     args = p.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -371,6 +426,9 @@ def main() -> None:
 
     if args.view_epochs and classifies:
         model = train_views(args, model, data, codec, gen)
+        if args.view_train == "all":
+            pts, vws = predict(model, data["val"], codec, args, True, False)
+            print(f"landmarks after the views, val {figures(data['val'], pts, vws, False)}")
     if args.refit_epochs:
         model = train_landmarks(args, model, disc, data, codec, gen, args.refit_epochs,
                                 args.refit_lr, refit=True)  # fmt: skip
