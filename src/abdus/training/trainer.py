@@ -3,7 +3,8 @@
 The run reads like the paper: the landmark stage first (SGD for the network, Adam for the
 PatchGAN discriminator of MGCN_R), then the view stage with the shared and landmark parts
 locked (Adam); with ``view_stage_trains_shared`` (the demo recipe) the view stage trains the
-shared stages too and a stage 3 ("refit") re-fits the landmark path to them. Which stages run
+shared stages too, followed by a stage 3 ("refit", the demo) that re-fits the landmark path to
+them, or anchored to their stage-1 features with ``view_stage_anchor``. Which stages run
 depends on the variant (``stages.stages_of``): mgcn_r all, mgcn / mfcn / sfcn the landmark
 stage, stl the view stage.
 The steps are in ``loops``, model selection on the validation patients in ``selection``.
