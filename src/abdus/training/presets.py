@@ -28,7 +28,10 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   Without ImageNet weights the shared stages locked after stage 1 know only what the calipers
   need: with them trained on the views the demo's view accuracy rose by 3.6-6.9 points on
   three seeds; the refit brought the calipers back on two of them, not on seed 0
-  (docs/benchmarks.md, "Why the multi-task view path trails", "The demo");
+  (docs/benchmarks.md, "Why the multi-task view path trails", "The demo"). Anchoring the
+  shared stages to their stage-1 features instead (``view_stage_anchor``, no refit) kept the
+  calipers but cost 2.6-3.8 points of validation view accuracy on the same three seeds
+  ("Anchoring the shared stages");
 * the PatchGAN learns on every 4th step (``discriminator_every`` 4; the network's
   adversarial term uses it on every step), in stage 1 and in the refit: its passes were about
   a third of a landmark step on 2 AVX2-only CPU cores (538 against 342 ms per batch of 16),
