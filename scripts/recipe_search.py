@@ -27,13 +27,13 @@ demo model's weights (``abdus.modelfile.load_network(...)[0].state_dict()`` save
     --load demo.pt --landmark-epochs 0 --view-epochs 12 --view-lr 2e-3 --view-init landmark \
         --view-train all [--shared-lr-scale 0.1] --refit-epochs 3 --location 0.1 --adversarial 0.1
     --joint-view 1 --location 0.1 --adversarial 0.1 --view-epochs 18 --view-lr 2e-3
+    --pretrain-epochs 12 --landmark-init view --location 0.1 --adversarial 0.1 --view-epochs 12
 
 The shared stages trained in the view stage, anchored to their stage-1 features ("Anchoring
 the shared stages"), from a stage-1 model saved with ``--save``::
 
     --load stage1.pt --landmark-epochs 0 --view-epochs 12 --view-lr 2e-3 --view-init landmark \
         --view-train all [--keep-shared 1 --anchor-bn batch] [--head-warmup 2]
-    --pretrain-epochs 12 --landmark-init view --location 0.1 --adversarial 0.1 --view-epochs 12
 """
 
 from __future__ import annotations
@@ -238,10 +238,6 @@ def train_views(args, model, data, codec, gen):
         if locked:
             for module in model.shared_modules() + model.landmark_modules():
                 module.eval()
-        elif args.shared_bn_fixed:  # the trunk learns, its BatchNorm statistics stay stage 1's
-            for module in model.shared.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    module.eval()
         began = time.time()
         order = torch.randperm(n, generator=gen)
         for s in range(steps):
@@ -388,12 +384,6 @@ def main() -> None:
         type=int,
         default=0,
         help="with --view-train all: epochs with the shared stages locked first",
-    )
-    p.add_argument(
-        "--shared-bn-fixed",
-        type=int,
-        default=0,
-        help="with --view-train all: 1 keeps the trunk's BatchNorm statistics",
     )
     args = p.parse_args()
     torch.manual_seed(args.seed)

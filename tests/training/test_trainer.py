@@ -179,17 +179,10 @@ def test_view_stage_anchor_holds_the_shared_features_the_landmark_path_reads(tmp
 
 def test_view_step_adds_the_weighted_drift_which_starts_at_zero(one_thread):
     config = tiny_config(view_stage_trains_shared=True, view_stage_anchor=2.0)
-    torch.manual_seed(0)
-    model, _ = build_networks(config)
-    anchor = view_anchor(model)
-    model.train()
-    tools = build_step_tools(
-        config, VIEWS, model, None, init_distributed("cpu"),
-        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None, anchor=anchor,
-    )  # fmt: skip
+    _, _, tools, batch = _one_step_setup(config, VIEWS, anchored=True)
+    anchor = tools.network.anchor
     tools.network.train()
     statistics = {k: v.clone() for k, v in anchor.state_dict().items()}
-    batch = next(iter(torch.utils.data.DataLoader(synthetic_data(config, 8, 1).train, 8)))
     step = lambda: {k: float(v.detach()) for k, v in view_step(batch, tools).items()}  # noqa: E731
     first = step()
     assert first["anchor"] < 1e-10  # the same weights and batch statistics
@@ -369,14 +362,16 @@ def test_learning_rate_schedule_warms_up_then_follows_a_cosine():
     assert {flat.at(s) for s in range(10)} == {0.1}
 
 
-def _one_step_setup(config, stage: str):
-    """(model, discriminator, step tools of ``stage``, one batch of 8) for ``config``, seed 0."""
+def _one_step_setup(config, stage: str, anchored: bool = False):
+    """(model, discriminator, step tools of ``stage``, one batch of 8) for ``config``, seed 0;
+    ``anchored``: the view network gets a frozen copy of the shared stages (``view_anchor``)."""
     torch.manual_seed(0)
     model, discriminator = build_networks(config)
+    anchor = view_anchor(model) if anchored else None
     model.train()
     tools = build_step_tools(
         config, stage, model, discriminator if stage != VIEWS else None, init_distributed("cpu"),
-        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None,
+        scaler=make_grad_scaler(torch.device("cpu"), None), amp_dtype=None, anchor=anchor,
     )  # fmt: skip
     batch = next(iter(torch.utils.data.DataLoader(synthetic_data(config, 8, 1).train, 8)))
     return model, discriminator, tools, batch
