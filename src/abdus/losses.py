@@ -10,7 +10,9 @@ are ``(x, y)`` in model pixels. ``landmark_mask`` (B, L) is 1/True where the ima
 landmark (the subset L' of Eq. 2); absent landmarks contribute exactly zero loss and zero
 gradient, and images without any landmark contribute zero. Batch means run over the images
 that have at least one landmark, so the loss scale does not depend on how many landmark-free
-images (e.g. "others" views) share the batch.
+images (e.g. "others" views) share the batch. ``channel_weight`` (L,), where given, weighs
+each landmark's term (``training.datasets.landmark_channel_weights``: rarer landmarks count
+more); None weighs them equally, as Eq. 2 does.
 """
 
 from __future__ import annotations
@@ -88,11 +90,24 @@ def _mean_over_images(per_image: torch.Tensor, has_any: torch.Tensor) -> torch.T
     return per_image.sum() / has_any.sum().clamp_min(1)
 
 
+def _weighted(per_channel: torch.Tensor, channel_weight: torch.Tensor | None) -> torch.Tensor:
+    """(B, L) per-landmark terms times ``channel_weight`` (L,) where given."""
+    if channel_weight is None:
+        return per_channel
+    if tuple(channel_weight.shape) != (per_channel.shape[1],):
+        raise ValueError(
+            f"channel_weight shape {tuple(channel_weight.shape)} does not match the "
+            f"{per_channel.shape[1]} landmark channels"
+        )
+    return per_channel * channel_weight.to(per_channel.device, torch.float32)[None, :]
+
+
 def heatmap_l2_loss(
     pred: torch.Tensor,
     target: torch.Tensor,
     landmark_mask: torch.Tensor,
     reduction: str = "mean",
+    channel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L2 between predicted and target heat maps over the landmarks each image has (Eq. 2).
 
@@ -105,6 +120,7 @@ def heatmap_l2_loss(
             / N_L' per image (pixel sum as Caffe/pix2pix-era Euclidean losses; the convention
             under which the paper's SGD learning rate of 1e-6 moves the weights).
             Either way the per-image values are averaged over images with landmarks.
+        channel_weight: (L,) weight of each landmark's squared error (None: 1 each).
 
     Returns:
         Scalar loss (float32).
@@ -115,7 +131,7 @@ def heatmap_l2_loss(
     mask = _check_mask(landmark_mask, tuple(pred.shape[:2]), "heat maps")
     weight = mask.to(torch.float32)[:, :, None, None]
     squared = (pred.float() - target.float()).square() * weight  # absent channels: exactly 0
-    per_image = squared.sum(dim=(1, 2, 3))  # (B,)
+    per_image = _weighted(squared.sum(dim=(2, 3)), channel_weight).sum(dim=1)  # (B,)
     present = mask.sum(dim=1)  # (B,) N_L'
     scale = present * (pred.shape[2] * pred.shape[3] if reduction == Reduction.MEAN else 1)
     per_image = per_image / scale.clamp_min(1)
@@ -127,6 +143,7 @@ def coordinate_loss(
     landmarks: torch.Tensor,
     landmark_mask: torch.Tensor,
     threshold: float = 0.75,
+    channel_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean Euclidean distance (model px) between true and heat-map landmarks (Eq. 3).
 
@@ -136,9 +153,10 @@ def coordinate_loss(
     Args:
         heatmaps: (B, L, H, W) predictions. landmarks: (B, L, 2) true (x, y) model px (values
             of absent landmarks are ignored, NaN allowed). landmark_mask: (B, L).
+        channel_weight: (L,) weight of each landmark's distance (None: 1 each).
 
     Returns:
-        Scalar: per image the mean over present landmarks, then the mean over images with
+        Scalar: per image the (weighted) mean over present landmarks, then the mean over images with
         landmarks. sqrt(d^2 + 1e-6) keeps the gradient finite at zero distance.
     """
     mask = _check_mask(landmark_mask, tuple(heatmaps.shape[:2]), "heat maps")
@@ -147,7 +165,8 @@ def coordinate_loss(
     distance = ((predicted - truth).square().sum(dim=-1) + _DISTANCE_EPS).sqrt()  # (B, L)
     distance = torch.where(mask, distance, torch.zeros_like(distance))
     present = mask.sum(dim=1)
-    return _mean_over_images(distance.sum(dim=1) / present.clamp_min(1), present > 0)
+    per_image = _weighted(distance, channel_weight).sum(dim=1)
+    return _mean_over_images(per_image / present.clamp_min(1), present > 0)
 
 
 def _bce_to(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -257,6 +276,7 @@ def landmark_losses(
     reduction: str = "mean",
     threshold: float = 0.75,
     amplitude: float = 1.0,
+    channel_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """The landmark stage's objective: weighted regression (Eq. 2) + location (Eq. 3) +
     adversarial (Eq. 4) terms; terms with weight 0 are neither computed nor returned.
@@ -271,6 +291,8 @@ def landmark_losses(
         reduction: of the regression term, see ``heatmap_l2_loss``.
         threshold: k of the location term.
         amplitude: the targets' peak (``HeatmapCodec.amplitude``), for the adversarial term.
+        channel_weight: (L,) per-landmark weights of the regression and location terms (None:
+            equal, the paper); the adversarial term judges whole maps and is not weighted.
 
     Returns:
         ``{"loss": weighted sum, "regression"?, "location"?, "adversarial"?}`` (parts
@@ -280,9 +302,13 @@ def landmark_losses(
     pred, mask = outputs["heatmaps"], batch["landmark_mask"]
     parts: dict[str, torch.Tensor] = {}
     if weights.regression > 0:
-        parts["regression"] = heatmap_l2_loss(pred, batch["heatmaps"], mask, reduction)
+        parts["regression"] = heatmap_l2_loss(
+            pred, batch["heatmaps"], mask, reduction, channel_weight
+        )
     if weights.location > 0:
-        parts["location"] = coordinate_loss(pred, batch["landmarks"], mask, threshold)
+        parts["location"] = coordinate_loss(
+            pred, batch["landmarks"], mask, threshold, channel_weight
+        )
     if weights.adversarial > 0:
         if discriminator is None:
             raise ValueError("weights.adversarial > 0 needs a discriminator (or set it to 0)")

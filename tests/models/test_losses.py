@@ -111,6 +111,37 @@ def test_coordinate_loss_is_the_distance_in_model_pixels():
     )
 
 
+def test_channel_weights_scale_each_landmarks_term():
+    torch.manual_seed(0)
+    pred, target = torch.rand(2, L, 8, 4), torch.rand(2, L, 8, 4)
+    mask = _mask([0, 3], [5])
+    weight = torch.ones(L)
+    weight[3], weight[5] = 2.0, 0.5
+    err = ((pred - target) ** 2).sum(dim=(2, 3))  # (B, L)
+    expected = ((err[0, 0] + 2.0 * err[0, 3]) / (32 * 2) + 0.5 * err[1, 5] / 32) / 2
+    torch.testing.assert_close(heatmap_l2_loss(pred, target, mask, "mean", weight), expected)
+    torch.testing.assert_close(  # weights of 1: Eq. 2 as printed
+        heatmap_l2_loss(pred, target, mask, "mean", torch.ones(L)),
+        heatmap_l2_loss(pred, target, mask),
+    )
+    codec = HeatmapCodec((32, 32), sigma_px=3.0)
+    truth = torch.tensor([[[10.0, 12.0], [20.0, 8.0]] + [[16.0, 16.0]] * (L - 2)])
+    one = _mask([0, 1]).bool()
+    heat = codec.encode_torch(truth, one)
+    shifted = truth.clone()
+    shifted[0, 0] += torch.tensor([3.0, 4.0])  # 5 px off, weight 2; landmark 1 exact
+    weight = torch.ones(L)
+    weight[0] = 2.0
+    torch.testing.assert_close(
+        coordinate_loss(heat, shifted, one, channel_weight=weight),
+        torch.tensor(5.0),  # (2 * 5 + 1 * 0) / 2 landmarks
+        atol=0.01,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="channel_weight shape"):
+        heatmap_l2_loss(pred, target, mask, "mean", torch.ones(L - 1))
+
+
 @pytest.mark.parametrize("fill", [0.0, 0.5])
 def test_coordinate_loss_finite_on_flat_and_empty_maps(fill):
     pred = torch.full((2, L, 16, 16), fill, requires_grad=True)

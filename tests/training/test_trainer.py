@@ -412,6 +412,21 @@ def test_discriminator_learns_on_every_kth_step_and_the_network_on_every_step(on
         dataclasses.replace(config, discriminator_every=0)
 
 
+def test_landmark_steps_use_the_runs_per_landmark_weights(tmp_path, one_thread):
+    config = tiny_config()
+    weights = torch.zeros(14)  # every landmark weighed 0: nothing left to regress
+    data = dataclasses.replace(synthetic_data(config), landmark_weights=weights)
+    trainer = Trainer(config, tmp_path / "run", data, init_distributed("cpu"))
+    assert trainer._tools(LANDMARKS).channel_weight is weights
+    assert trainer._tools(REFIT).channel_weight is weights
+    _, _, tools, batch = _one_step_setup(config, LANDMARKS)
+    plain = landmark_step(batch, tools)
+    assert float(plain["regression"].detach()) > 0 and float(plain["location"].detach()) > 0
+    tools.channel_weight = weights
+    zeroed = landmark_step(batch, tools)
+    assert float(zeroed["regression"].detach()) == 0 and float(zeroed["location"].detach()) == 0
+
+
 def test_train_hands_pbt_to_the_baseline(tmp_path, monkeypatch):
     calls = []
 

@@ -141,6 +141,9 @@ class TrainConfig:
     stage that keeps the shared stages' features (stem, stages 1-2, the inputs of the landmark
     path) near those of a frozen copy taken as the stage began (learning without forgetting):
     per level, the mean squared difference over the copy's variance (0: no term).
+    ``landmark_balance``: the landmark losses weigh each landmark by its count of training
+    images to the power -``landmark_balance`` (``datasets.landmark_channel_weights``; 0: all
+    alike, the paper).
     ``view_init`` (``abdus.choices.ViewInit``): how stage 2 starts the view path's copy of
     stages 3-4: "scratch" (random, the paper) or "landmark" (a copy of the trained landmark
     stages 3-4). ``amp``: an ``abdus.choices.AmpMode`` (``runtime``). ``data_on_device``: an
@@ -160,6 +163,7 @@ class TrainConfig:
     stage3: StageConfig = field(default_factory=lambda: StageConfig(epochs=0))
     view_stage_trains_shared: bool = False
     view_stage_anchor: float = 0.0  # weight of the shared-feature term in such a view stage
+    landmark_balance: float = 0.0  # landmark loss weights ~ count ** -balance (0: equal)
     discriminator: OptimizerConfig = field(
         default_factory=lambda: OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
     )
@@ -218,6 +222,8 @@ class TrainConfig:
             raise ValueError(f"view_stage_anchor must be >= 0, got {self.view_stage_anchor}")
         if self.view_stage_anchor and not self.view_stage_trains_shared:
             raise ValueError("view_stage_anchor needs view_stage_trains_shared: true")
+        if not 0.0 <= self.landmark_balance <= 1.0:
+            raise ValueError(f"landmark_balance must be in [0, 1], got {self.landmark_balance}")
         if self.discriminator_every < 1:
             raise ValueError(f"discriminator_every must be >= 1, got {self.discriminator_every}")
         if self.num_workers < 0 or self.evaluate_every < 0 or self.log_every < 1:

@@ -26,7 +26,7 @@ from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.splits import split_by_patient
 from abdus.errors import AbdusInputError
 from abdus.io.manifest import load_manifest
-from abdus.taxonomy import LANDMARK_TASK, TASK_BY_NAME
+from abdus.taxonomy import LANDMARK_INDEX, LANDMARK_TASK, NUM_LANDMARKS, TASK_BY_NAME
 from abdus.training.config import TrainConfig
 from abdus.training.device_data import (
     DeviceBatches,
@@ -51,6 +51,7 @@ class TrainingData:
     val: Dataset | None
     train_landmark_indices: list[int]
     val_landmark_indices: list[int]
+    landmark_weights: torch.Tensor | None = None  # (L,), ``landmark_channel_weights``
 
     def stage_train_set(self, stage: str) -> Dataset:
         """Training images of ``stage``: annotated ones for landmarks, all for views (whose
@@ -75,6 +76,32 @@ class TrainingData:
             idx = self.val_landmark_indices
             return Subset(self.val, idx) if idx else None
         return self.val
+
+
+def landmark_channel_weights(records, balance: float) -> torch.Tensor | None:
+    """Per-landmark loss weights (L,) from how many training images have each landmark:
+    ``count ** -balance``, scaled so that the mean over the annotated images of each image's
+    mean weight over its landmarks is 1 (the loss keeps its scale). ``balance`` 0: None (every
+    landmark alike, the paper's Eq. 2); 1: every landmark weighs as much in the sum over an
+    epoch, so that the liver's and spleen's landmarks, on half as many images as the kidneys'
+    (which both kidney views share), count as much. Landmarks no image has get weight 0."""
+    if balance == 0:
+        return None
+    counts = torch.zeros(NUM_LANDMARKS, dtype=torch.float64)
+    for r in records:
+        for name in r.reference.landmarks:
+            counts[LANDMARK_INDEX[name]] += 1
+    seen = counts > 0
+    weight = torch.where(seen, counts.clamp_min(1) ** -balance, torch.zeros_like(counts))
+    per_image = [
+        sum(float(weight[LANDMARK_INDEX[n]]) for n in r.reference.landmarks)
+        / len(r.reference.landmarks)
+        for r in records
+        if r.reference.landmarks
+    ]
+    if not per_image:
+        return None
+    return (weight * len(per_image) / sum(per_image)).to(torch.float32)
 
 
 def _tasks_with_landmarks(records) -> set[str]:
@@ -180,7 +207,14 @@ def load_training_data(
     def annotated(records) -> list[int]:
         return [i for i, r in enumerate(records) if r.reference.landmarks]
 
-    return TrainingData(path, train, val, annotated(split["train"]), annotated(split["val"]))
+    return TrainingData(
+        path,
+        train,
+        val,
+        annotated(split["train"]),
+        annotated(split["val"]),
+        landmark_channel_weights(split["train"], config.landmark_balance),
+    )
 
 
 def make_loader(

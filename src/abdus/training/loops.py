@@ -79,6 +79,7 @@ class StepTools:
     d_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # D's last losses
     teacher: Teacher | None = None  # abdus distill: blends the teacher's outputs into targets
     anchor_weight: float = 0.0  # view stage: weight of the shared-feature drift (ViewNetwork)
+    channel_weight: torch.Tensor | None = None  # (L,) landmark loss weights (landmark_balance)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by checkpoint name: "network" and, in stage 1, "discriminator"."""
@@ -176,6 +177,7 @@ def landmark_step(batch: dict[str, torch.Tensor], tools: StepTools) -> dict[str,
             reduction=tools.loss.reduction,
             threshold=tools.threshold,
             amplitude=tools.amplitude,
+            channel_weight=tools.channel_weight,
         )
     tools.optimizer.zero_grad(set_to_none=True)
     scaler.scale(losses["loss"]).backward()

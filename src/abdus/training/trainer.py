@@ -169,7 +169,7 @@ class Trainer:
             amp_dtype=self.amp_dtype,
             anchor=self.anchor,
         )
-        tools.teacher = self.teacher
+        tools.teacher, tools.channel_weight = self.teacher, self.data.landmark_weights
         for name, opt in tools.optimizers().items():
             if name in self._optimizer_states:
                 opt.load_state_dict(self._optimizer_states[name])
