@@ -169,7 +169,9 @@ class Trainer:
             amp_dtype=self.amp_dtype,
             anchor=self.anchor,
         )
-        tools.teacher, tools.channel_weight = self.teacher, self.data.landmark_weights
+        weights = self.data.landmark_weights  # on the device once, not per step
+        tools.teacher = self.teacher
+        tools.channel_weight = None if weights is None else weights.to(self.ctx.device)
         for name, opt in tools.optimizers().items():
             if name in self._optimizer_states:
                 opt.load_state_dict(self._optimizer_states[name])
