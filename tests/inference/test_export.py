@@ -194,13 +194,16 @@ def test_resolve_onnx_uses_fresh_exports_only(exported, make_model_file, tmp_pat
     assert resolve_onnx(run, "onnx") == run / ONNX_NAME
 
 
-def test_padded_decoder_is_exact_and_sixteen_wide(random_batch):
+@pytest.mark.parametrize("last_refine", ["full", "half"])
+def test_padded_decoder_is_exact_and_sixteen_wide(random_batch, last_refine):
     from abdus.inference.backends import one_shot_forward
     from abdus.inference.export import pad_decoder_channels
     from abdus.models import build_model
 
     torch.manual_seed(0)
-    model = build_model("mgcn_r", depth="resnet18", widths=(8, 16, 32, 64), gcn_k=7).eval()
+    model = build_model(
+        "mgcn_r", depth="resnet18", widths=(8, 16, 32, 64), gcn_k=7, last_refine=last_refine
+    ).eval()
     padded, keep = pad_decoder_channels(model)
     assert keep == 14 and padded is not model
     widths = {m.out_channels for m in padded.decoder.modules() if isinstance(m, torch.nn.Conv2d)}

@@ -169,6 +169,30 @@ def test_gcn_covers_a_k_by_k_field():
 def test_decoder_rejects_unknown_skip_kind():
     with pytest.raises(ValueError, match="gcn, conv1x1"):
         LandmarkDecoder([8, 8], 14, skip="deconv")
+    with pytest.raises(ValueError, match="full, half"):
+        LandmarkDecoder([8, 8], 14, last_refine="quarter")
+    with pytest.raises(ValueError, match="last_refine"):
+        ModelConfig(last_refine="quarter")
+
+
+def test_last_refine_at_half_resolution(tiny):
+    """``last_refine="half"``: the same parameters (a full-size checkpoint loads), the same
+    output size, and the last BR runs on H/2 maps: its output is the bilinear upsample of a
+    half-size map, so it differs from the full-size refinement of the same weights."""
+    torch.manual_seed(0)
+    full = build_model("mgcn_r", **tiny).eval()
+    half = build_model("mgcn_r", **{**tiny, "last_refine": "half"}).eval()
+    half.load_state_dict(full.state_dict())  # strict: same parameters
+    x = torch.rand(2, 1, 64, 64)
+    seen = []
+    hook = half.decoder.refine[0].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        out_full, out_half = full(x)["heatmaps"], half(x)["heatmaps"]
+    hook.remove()
+    assert out_half.shape == out_full.shape == (2, NUM_LANDMARKS, 64, 64)
+    assert seen == [(2, NUM_LANDMARKS, 32, 32)]
+    assert not torch.allclose(out_full, out_half)
+    assert ModelConfig.from_dict(model_descriptor(half)["config"]).last_refine == "half"
 
 
 def test_parameter_counts_at_depth_50():

@@ -7,7 +7,9 @@ landmarks." Every skip (the stem output and the outputs of stages 1-4) is turned
 14-channel score map, by a GCN + BR (``skip="gcn"``: MGCN, MGCN_R; Peng et al. 2017, Fig. 2)
 or by a 1x1 convolution (``skip="conv1x1"``: the plain FCN of MFCN / SFCN). Coarse to fine,
 the running map is upsampled x2 (bilinear) and the next skip's map is added; with GCN a BR
-follows each sum and a last upsample + BR brings the map from H/2 to the input size.
+follows each sum and a last upsample + BR brings the map from H/2 to the input size. With
+``last_refine="half"`` that last BR runs at H/2 before the upsample: the same parameters at a
+quarter of the pixels (abdus's option for CPUs; the paper refines at the input size).
 
 Shapes: B batch, H, W input size in model pixels (divisible by 32), L output channels.
 """
@@ -23,6 +25,7 @@ from torch import nn
 from abdus.models.gcn import BoundaryRefinement, GlobalConvolution
 
 SKIP_KINDS = ("gcn", "conv1x1")
+LAST_REFINE_KINDS = ("full", "half")  # where the last BR runs: input size (paper), or H/2
 
 
 def _upsample2(x: torch.Tensor) -> torch.Tensor:
@@ -47,6 +50,10 @@ class LandmarkDecoder(nn.Module):
         out_channels: channels of every level and of the output (14 landmarks, or one task's).
         skip: "gcn" (GCN + BR on skips, BR after each sum) or "conv1x1" (plain FCN).
         gcn_k: GCN kernel size k (odd).
+        last_refine: "full" (the paper: upsample to the input size, then the last BR) or
+            "half" (the last BR at H/2, then upsample; the same parameters; the demo
+            network's landmark step in about three quarters of the time on a 2-core CPU,
+            docs/benchmarks.md).
     """
 
     def __init__(
@@ -55,10 +62,15 @@ class LandmarkDecoder(nn.Module):
         out_channels: int,
         skip: str = "gcn",
         gcn_k: int = 15,
+        last_refine: str = "full",
     ) -> None:
         super().__init__()
         if skip not in SKIP_KINDS:
             raise ValueError(f"unknown skip {skip!r}; valid: {', '.join(SKIP_KINDS)}")
+        if last_refine not in LAST_REFINE_KINDS:
+            raise ValueError(
+                f"unknown last_refine {last_refine!r}; valid: {', '.join(LAST_REFINE_KINDS)}"
+            )
         self.skips = nn.ModuleList(
             _skip_module(skip, c, out_channels, gcn_k) for c in skip_channels
         )
@@ -67,7 +79,7 @@ class LandmarkDecoder(nn.Module):
             BoundaryRefinement(out_channels) if skip == "gcn" else nn.Identity()
             for _ in skip_channels
         )
-        self.out_channels = out_channels
+        self.out_channels, self.last_refine = out_channels, last_refine
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """features: [(B, C0, H/2, W/2), (B, C1, H/4, W/4), ...] -> (B, L, H, W) raw heat maps."""
@@ -75,7 +87,9 @@ class LandmarkDecoder(nn.Module):
         for level in range(len(features) - 2, -1, -1):
             y = _upsample2(y) + self.skips[level](features[level])  # (B, L, h*2, w*2)
             y = self.refine[level + 1](y)
+        if self.last_refine == "half":
+            return _upsample2(self.refine[0](y))  # (B, L, H, W)
         return self.refine[0](_upsample2(y))  # (B, L, H, W)
 
 
-__all__ = ["SKIP_KINDS", "LandmarkDecoder"]
+__all__ = ["LAST_REFINE_KINDS", "SKIP_KINDS", "LandmarkDecoder"]

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from abdus.choices import NETWORK_MODELS
-from abdus.models.decoder import LandmarkDecoder
+from abdus.models.decoder import LAST_REFINE_KINDS, LandmarkDecoder
 from abdus.models.encoder import ResNetEncoder, ResNetTail, resnet_spec
 from abdus.models.heads import MultiLevelViewHead, SingleLevelViewHead
 from abdus.taxonomy import NUM_LANDMARKS, TASK_BY_NAME, TASKS
@@ -51,7 +51,8 @@ class ModelConfig:
     stages 1-4 (ResNet: 64, 128, 256, 512; tiny presets e.g. 8, 16, 32, 64). gcn_k: GCN kernel
     size (odd; Peng et al. 15). classifier_hidden / classifier_dropout: the first FC layer of the
     multi-level view head (size not given in the paper). task: ``sfcn`` only, build just this
-    landmark task's network (None = all five).
+    landmark task's network (None = all five). last_refine: where the decoder's last boundary
+    refinement runs, "full" (the input size, the paper) or "half" (H/2, then upsampled).
     """
 
     depth: str = "resnet50"
@@ -60,6 +61,7 @@ class ModelConfig:
     classifier_hidden: int = 512
     classifier_dropout: float = 0.5
     task: str | None = None
+    last_refine: str = "full"
 
     def __post_init__(self) -> None:
         resnet_spec(self.depth)  # ValueError naming the valid depths
@@ -72,6 +74,11 @@ class ModelConfig:
             raise ValueError(f"classifier_hidden must be >= 1, got {self.classifier_hidden}")
         if not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if self.last_refine not in LAST_REFINE_KINDS:
+            raise ValueError(
+                f"last_refine must be one of {', '.join(LAST_REFINE_KINDS)}, "
+                f"got {self.last_refine!r}"
+            )
         if self.task is not None and self.task not in TASK_BY_NAME:
             raise ValueError(f"unknown task {self.task!r}; valid tasks: {', '.join(TASK_BY_NAME)}")
 
@@ -151,7 +158,7 @@ class MultiTaskNet(_TwoStageModel):
         self.shared = ResNetEncoder(config.depth, config.widths, num_stages=2)
         self.landmark_stages = ResNetTail(config.depth, config.widths)
         skips = self.shared.out_channels + self.landmark_stages.out_channels
-        self.decoder = LandmarkDecoder(skips, NUM_LANDMARKS, skip, config.gcn_k)
+        self.decoder = LandmarkDecoder(skips, NUM_LANDMARKS, skip, config.gcn_k, config.last_refine)
         if classify:
             self.view_stages = ResNetTail(config.depth, config.widths)
             levels = self.shared.out_channels[1:] + self.view_stages.out_channels  # stages 1-4
