@@ -2,6 +2,7 @@
 
     python scripts/bench_training.py                          # demo and paper, fp32 and bf16
     python scripts/bench_training.py --presets demo --amp off --steps 10
+    python scripts/bench_training.py --presets demo --amp off --last-refine full half
     python scripts/bench_training.py --pipeline --presets demo --amp off   # data paths, inference
 
 Random data through the trainer's own step functions (``abdus.training.throughput``): the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -58,6 +60,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--last-refine", nargs="+", default=None, choices=("full", "half"),
+        help="decoder's last refinement, each in turn (default: the preset's)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=None, help="dataset: print stage-1 loss curves instead")
     parser.add_argument("--lrs", nargs="+", type=float, default=None, help="stage-1 lrs (--data)")
@@ -78,14 +84,21 @@ def main() -> None:
     device = torch.device(args.device)
     results = []
     for preset in args.presets:
-        for amp in args.amp:
-            config = dataclasses.replace(preset_config(preset, args.model), amp=amp)
+        base = preset_config(preset, args.model)
+        for amp, refine in itertools.product(
+            args.amp, args.last_refine or [base.model_options.last_refine]
+        ):
+            network = dataclasses.replace(base.model_options, last_refine=refine)
+            config = dataclasses.replace(base, amp=amp, model_options=network)
             for stage in args.stages:
                 began = time.perf_counter()
                 row = measure_training(
                     config, stage, device=device, steps=args.steps, warmup=args.warmup
                 )
-                row.update(preset=preset, model=args.model, wall_s=time.perf_counter() - began)
+                row.update(
+                    preset=preset, model=args.model, last_refine=refine,
+                    wall_s=time.perf_counter() - began,
+                )  # fmt: skip
                 results.append(row)
                 print(json.dumps(row), flush=True)
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}

@@ -8,12 +8,14 @@ import json
 import math
 from pathlib import Path
 
+import torch
 from training_synthetic import tiny_config
 
+from abdus.training import loops
 from abdus.training.datasets import load_training_data
 from abdus.training.distributed import init_distributed
 from abdus.training.stages import LANDMARKS, VIEWS, codec_of
-from abdus.training.throughput import measure_data_path
+from abdus.training.throughput import measure_data_path, measure_training
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -57,3 +59,19 @@ def test_data_path_throughput_is_measured_for_the_loader_and_the_device_path(
     for row in rows:
         assert row["train_images_per_s"] > 0 and row["data_images_per_s"] > 0
         assert row["batch_size"] == {"landmarks": 4, "views": 8}[row["stage"]]
+
+
+def test_training_throughput_numbers_its_steps_so_the_patchgan_keeps_its_rhythm(
+    monkeypatch, one_thread
+):
+    """``measure_training`` numbers its steps as ``train_epoch`` does: with
+    ``discriminator_every`` 3, the PatchGAN steps on steps 0 and 3 of 5, not on all of them."""
+    calls = []
+    real = loops.discriminator_loss
+    monkeypatch.setattr(
+        loops, "discriminator_loss", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    config = tiny_config(discriminator_every=3)
+    row = measure_training(config, LANDMARKS, device=torch.device("cpu"), steps=3, warmup=2)
+    assert len(calls) == 2 and row["discriminator"]
+    assert row["images_per_s_mean"] > 0 and row["images_per_s"] > 0
