@@ -234,8 +234,10 @@ def test_every_config_key_is_documented():
 
 def test_demo_recipe_trains_the_shared_stages_on_views_then_refits_the_landmark_path():
     c = preset_config("demo")
-    assert (c.stage1.epochs, c.stage2.epochs, c.stage3.epochs) == (10, 12, 3)
+    assert (c.stage1.epochs, c.stage2.epochs, c.stage3.epochs) == (16, 18, 3)
     assert c.view_stage_trains_shared and c.discriminator_every == 4
+    assert c.model_options.last_refine == "half"  # the demo's; the paper refines at full size:
+    assert preset_config("paper").model_options.last_refine == "full"
     assert (c.stage3.optimizer.name, c.stage3.optimizer.lr, c.stage3.schedule) == (
         "adamw", 5e-4, "cosine",
     )  # fmt: skip
