@@ -43,8 +43,10 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   quarters of the time on 2 AVX2-only cores; the landmark stage's validation error fell from
   5.50 / 6.19 mm (10 epochs at full size) to 5.08 / 5.36 mm (seeds 0 / 1). The better-trained
   shared stages need the longer view stage: with 12 view epochs seed 0's validation view
-  accuracy fell to 73.4% (78.2% before), with 18 it reached 84.3% (docs/benchmarks.md, "The
-  last refinement at half resolution");
+  accuracy fell to 73.4% (78.2% before), with 18 it reached 78.5-84.3% in two runs. On three
+  seeds' test patients: 4-5 of 7 measurements at most reader B's (before 3-4), 1.5-2.0% of
+  landmarks over 20 mm (before 1.6-3.1%), view accuracy 77.1-84.8% (before 78.4-82.1%)
+  (docs/benchmarks.md, "The last refinement at half resolution", "The demo");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
 * the epoch kept in each stage is the best on the validation patients (``val_fraction``).
 
