@@ -52,8 +52,8 @@ class LandmarkDecoder(nn.Module):
         gcn_k: GCN kernel size k (odd).
         last_refine: "full" (the paper: upsample to the input size, then the last BR) or
             "half" (the last BR at H/2, then upsample; the same parameters; the demo
-            network's landmark step in about three quarters of the time on a 2-core CPU,
-            docs/benchmarks.md).
+            network's landmark step in about three quarters of the time on 2 AVX2-only CPU
+            cores, docs/benchmarks.md).
     """
 
     def __init__(

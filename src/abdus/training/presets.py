@@ -95,9 +95,9 @@ _PIX2PIX_ADAM = OptimizerConfig(Optimizer.ADAM, 2e-4, betas=(0.5, 0.999))
 # Table 1 ablation: only MGCN_R adds the coordinate and adversarial constraints.
 _L2_ONLY = (Model.MGCN, Model.MFCN, Model.SFCN)
 # The demo's stages: 16 landmark epochs with the decoder's last refinement at half resolution
-# (about the time of 12 at full size on a 2-core CPU); 18 view epochs, both when the view stage
-# continues the landmark-trained shared stages (MTL) and for the single-task network, which
-# trains every layer from scratch on the views alone.
+# (about the time of 12 at full size on 2 AVX2-only CPU cores); 18 view epochs, both when the
+# view stage continues the landmark-trained shared stages (MTL) and for the single-task
+# network, which trains every layer from scratch on the views alone.
 DEMO_LANDMARK_EPOCHS, DEMO_VIEW_EPOCHS, DEMO_STL_VIEW_EPOCHS = 16, 18, 18
 
 
