@@ -98,10 +98,12 @@ def save_checkpoint(
     progress: Progress,
     history: list[dict[str, Any]] | None = None,
     anchor: nn.Module | None = None,
+    average: dict[str, Any] | None = None,
 ) -> None:
     """Write a resumable checkpoint atomically (call on rank 0 only). ``history``: the epoch
     records of ``metrics.jsonl`` so far (rewritten from here on resume); ``anchor``: the view
-    stage's frozen shared stages (``TrainConfig.view_stage_anchor``), kept for a resume."""
+    stage's frozen shared stages (``TrainConfig.view_stage_anchor``), kept for a resume;
+    ``average``: the stage's weight average (``WeightAverage.state_dict``), likewise."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": FORMAT_VERSION,
@@ -113,6 +115,7 @@ def save_checkpoint(
         "history": list(history or []),
         "rng": capture_rng_state(),
         "anchor": None if anchor is None else anchor.state_dict(),
+        "average": average,
     }
     if discriminator is not None:
         d = unwrap(discriminator)

@@ -84,9 +84,12 @@ class StageConfig:
     0 at the stage's last step, Loshchilov & Hutter 2017). ``warmup_epochs``: the learning rate
     rises linearly from 0 over this many epochs first (Goyal et al. 2017). ``patience``: stop
     the stage after this many epochs without a better validation score (0 = run every epoch);
-    either way the stage ends on its best validation epoch. ``reference_batch_size``: 0 trains
-    at ``optimizer.lr``; N > 0 scales it linearly with the images of one step over all
-    processes, lr x (batch_size x world size) / N (Goyal et al. 2017; pair it with a warm-up).
+    either way the stage ends on its best validation epoch. ``ema_decay``: d > 0 keeps an
+    exponential moving average of the weights (``averaging.WeightAverage``), which the stage
+    validates, keeps and ends on (0: the weights as trained, the paper).
+    ``reference_batch_size``: 0 trains at ``optimizer.lr``; N > 0 scales it linearly with the
+    images of one step over all processes, lr x (batch_size x world size) / N (Goyal et al.
+    2017; pair it with a warm-up).
     """
 
     epochs: int = 1
@@ -96,8 +99,11 @@ class StageConfig:
     warmup_epochs: float = 0.0
     patience: int = 0
     reference_batch_size: int = 0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.epochs < 0 or self.batch_size < 1 or self.reference_batch_size < 0:
             raise ValueError(
                 f"stage needs epochs >= 0, batch_size >= 1, reference_batch_size >= 0, got {self}"

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.errors import AbdusInputError
 from abdus.losses import LossConfig, discriminator_loss, landmark_losses, view_loss
+from abdus.training.averaging import WeightAverage
 from abdus.training.config import TrainConfig
 from abdus.training.distributed import (
     DistributedContext,
@@ -80,6 +81,7 @@ class StepTools:
     teacher: Teacher | None = None  # abdus distill: blends the teacher's outputs into targets
     anchor_weight: float = 0.0  # view stage: weight of the shared-feature drift (ViewNetwork)
     channel_weight: torch.Tensor | None = None  # (L,) landmark loss weights (landmark_balance)
+    average: WeightAverage | None = None  # the stage's weight average (ema_decay), or None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """The optimizers by checkpoint name: "network" and, in stage 1, "discriminator"."""
@@ -247,6 +249,8 @@ def train_epoch(
         if tools.schedule is not None:
             tools.schedule.apply(tools.optimizer, tools.stage_step)
         parts = {k: v.detach().double() for k, v in step(batch, tools).items()}
+        if tools.average is not None:
+            tools.average.update()
         finite &= torch.isfinite(parts["loss"])
         n = int(batch["image"].shape[0])
         images, steps = images + n, steps + 1

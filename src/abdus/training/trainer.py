@@ -30,6 +30,7 @@ the run folder and the dataset on a shared filesystem).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -47,7 +48,8 @@ from abdus.choices import Model, Preset, check_choice
 from abdus.errors import AbdusInputError
 from abdus.models import PatchDiscriminator
 from abdus.training import checkpoint as ckpt
-from abdus.training.config import CONFIG_NAME, TrainConfig, save_config
+from abdus.training.averaging import WeightAverage
+from abdus.training.config import CONFIG_NAME, StageConfig, TrainConfig, save_config
 from abdus.training.datasets import (
     CACHE_NAME,
     TrainingData,
@@ -125,6 +127,8 @@ class Trainer:
         self._optimizer_states: dict[str, Any] = {}
         self._anchor_state: dict[str, Any] | None = None  # a resumed view stage's anchor
         self.anchor: nn.Module | None = None  # the view stage's frozen shared stages
+        self._average_state: dict[str, Any] | None = None  # a resumed stage's weight average
+        self.average: WeightAverage | None = None  # the stage's weight average (ema_decay)
         history = self._restore(payload) if payload is not None else []
         purge = self.progress.global_step if payload is not None else None
         if ctx.is_main:
@@ -140,6 +144,7 @@ class Trainer:
         self.progress = ckpt.Progress(**payload["progress"])
         self._optimizer_states = payload["optimizers"]
         self._anchor_state = payload.get("anchor")
+        self._average_state = payload.get("average")
         ckpt.restore_rng_state(payload["rng"])
         return list(payload.get("history", []))
 
@@ -155,6 +160,8 @@ class Trainer:
                 self.progress.best.pop(BEST_METRIC[stage][0], None)  # the refit starts afresh
                 self._optimizer_states = {}
             self.run_stage(stage)
+            if self.average is not None:
+                self.average.load_into_model()  # a stage never validated ends on its average
             restore_best(self.model, self.run_dir, stage, self.ctx)
 
     def _tools(self, stage: str) -> StepTools:
@@ -181,6 +188,7 @@ class Trainer:
         """Train ``stage`` from epoch ``progress.epoch`` to its configured epoch count, or until
         ``patience`` epochs pass without a better validation score."""
         spec = stage_config(self.config, stage)
+        self.average = None
         if self.progress.epoch >= spec.epochs:
             return
         if stage == VIEWS and self.progress.epoch == 0:
@@ -196,6 +204,7 @@ class Trainer:
                 fresh = PatchDiscriminator(self.discriminator.config)
             self.discriminator.load_state_dict(fresh.state_dict())
         tools = self._tools(stage)
+        tools.average = self.average = self._weight_average(spec)
         loader = train_batches(self.data, stage, spec.batch_size, self.config, self.ctx)
         tools.schedule = stage_schedule(spec, len(loader), self.ctx.world_size)
         for epoch in range(self.progress.epoch, spec.epochs):
@@ -217,6 +226,9 @@ class Trainer:
             seconds = time.perf_counter() - began
             self.progress.global_step += int(train_parts.pop("steps"))
             images = train_parts.pop("images")
+            with self._averaged():  # the stage's average, when it keeps one, is what counts
+                val = self._validate(stage, epoch, spec.epochs)
+                best = self._update_best(stage, val)
             record = {
                 "stage": stage,
                 "epoch": epoch + 1,
@@ -226,9 +238,9 @@ class Trainer:
                 "images": int(images),  # over all ranks
                 "images_per_s": round(images / max(seconds, 1e-9), 2),
                 "train": train_parts,
-                "val": self._validate(stage, epoch, spec.epochs),
+                "val": val,
+                "best": best,
             }
-            record["best"] = self._update_best(stage, record["val"])
             stop = out_of_patience(self.progress, spec.patience, self.ctx)
             self.progress.epoch = spec.epochs if stop else epoch + 1
             if stop:
@@ -238,6 +250,20 @@ class Trainer:
                 tqdm.write(epoch_summary(record, spec.epochs), file=sys.stderr)
             if stop:
                 break
+
+    def _weight_average(self, spec: StageConfig) -> WeightAverage | None:
+        """The stage's weight average (``ema_decay`` > 0), the checkpoint's when resuming into
+        the stage; None otherwise."""
+        if spec.ema_decay <= 0:
+            return None
+        average = WeightAverage(self.model, spec.ema_decay)
+        if self.progress.epoch > 0 and self._average_state is not None:
+            average.load_state_dict(self._average_state)
+        return average
+
+    def _averaged(self) -> contextlib.AbstractContextManager:
+        """Inside it the model holds the stage's averaged weights (when it keeps an average)."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     def _view_anchor(self, stage: str) -> nn.Module | None:
         """The view stage's frozen copy of the shared stages (``view_stage_anchor``) for a
@@ -290,6 +316,7 @@ class Trainer:
                 progress=self.progress,
                 history=[*self.log.history, json_safe(record)],
                 anchor=self.anchor,
+                average=None if self.average is None else self.average.state_dict(),
             )
         self.log.epoch(record)
         barrier(self.ctx)
