@@ -238,6 +238,7 @@ def test_demo_recipe_trains_the_shared_stages_on_views_then_refits_the_landmark_
     assert c.view_stage_trains_shared and c.discriminator_every == 4
     assert c.model_options.last_refine == "half"  # the demo's; the paper refines at full size:
     assert preset_config("paper").model_options.last_refine == "full"
+    assert c.model_options.classifier_dropout == 0.1  # the view head learns in its 18 epochs
     assert (c.stage3.optimizer.name, c.stage3.optimizer.lr, c.stage3.schedule) == (
         "adamw", 5e-4, "cosine",
     )  # fmt: skip

@@ -150,7 +150,12 @@ def _tiny() -> TrainConfig:
 
 def _demo() -> TrainConfig:
     network = ModelConfig(
-        "resnet18", (16, 32, 64, 128), gcn_k=9, classifier_hidden=128, last_refine="half"
+        "resnet18",
+        (16, 32, 64, 128),
+        gcn_k=9,
+        classifier_hidden=128,
+        classifier_dropout=0.1,
+        last_refine="half",
     )
     # 2 mm pixels, 128 x 128, sigma 3 px, the decoder's last refinement at 64 x 64;
     # scanner-like augmentation; the view stage trains the shared stages too, then a 3-epoch
