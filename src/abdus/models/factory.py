@@ -49,8 +49,9 @@ class ModelConfig:
 
     depth: "resnet18" | "resnet34" | "resnet50" (paper: resnet50). widths: base channels of
     stages 1-4 (ResNet: 64, 128, 256, 512; tiny presets e.g. 8, 16, 32, 64). gcn_k: GCN kernel
-    size (odd; Peng et al. 15). classifier_hidden / classifier_dropout: the first FC layer of the
-    multi-level view head (size not given in the paper). task: ``sfcn`` only, build just this
+    size (odd; Peng et al. 15). classifier_hidden / classifier_dropout: the width of the
+    multi-level view head's first FC layer and the dropout after it, before the last one (the
+    paper gives neither). task: ``sfcn`` only, build just this
     landmark task's network (None = all five). last_refine: where the decoder's last boundary
     refinement runs, "full" (the input size, the paper) or "half" (H/2, then upsampled).
     """
