@@ -4,10 +4,10 @@ With ``StageConfig.ema_decay`` = d > 0 the stage keeps, beside the weights it tr
 running average, updated after every optimizer step: ``average += (1 - d_t) * (weights -
 average)``, d_t = min(d, (1 + t) / (10 + t)) at the t-th update (a short warm-up, so the
 average does not hold on to the stage's first weights; Tarvainen & Valpola 2017, the EMA of
-timm and of mmpose's ``EMAHook``). BatchNorm running statistics are averaged the same way;
-integer buffers (the batch counters) are copied. The average, not the last step's weights, is
-what the stage validates and keeps in ``best.pt``, so the stage's outcome depends less on where
-its last steps happened to land.
+timm and of mmengine's ``EMAHook``, which mmpose uses). BatchNorm running statistics are
+averaged the same way; integer buffers (the batch counters) are copied. The average, not the
+last step's weights, is what the stage validates and keeps in ``best.pt``, so the stage's
+outcome depends less on where its last steps happened to land.
 
 Parts a stage does not train stay bit-identical: ``lerp`` moves an average by exactly 0 where
 the weights did not move.
@@ -50,7 +50,7 @@ class WeightAverage:
         for name, value in self.model.state_dict().items():
             average = self.average[name]
             if average.is_floating_point():
-                average.lerp_(value.detach().to(average.dtype), weight)
+                average.lerp_(value, weight)  # state_dict values are detached already
             else:
                 average.copy_(value)
         self.updates += 1
