@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         default=None,
-        help="dataset: its train split calibrates INT8, its test split checks it (with --int8)",
+        help="dataset: its train split calibrates INT8, its validation split checks it (--int8)",
     )
     _hidden_alias(p, "--calibration", dest="data")
     p.add_argument(
@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=32,
         help="train-split images of DATA that calibrate INT8 (default 32)",
     )
-    check = "test-split images of DATA on which INT8 is compared with fp32 (0: skip)"
+    check = "validation-split images of DATA on which INT8 is compared with fp32 (0: skip)"
     p.add_argument("--check-images", type=int, default=200, help=check)
     p.set_defaults(func=_cmd_export)
 

@@ -1,5 +1,6 @@
 """What ``abdus export`` runs: ONNX export of a run (fp32, or static INT8 calibrated on a
-dataset) and, for INT8, what it costs in accuracy against PyTorch fp32 on the test split.
+dataset) and, for INT8, what it costs in accuracy against PyTorch fp32 on the validation
+patients (the test split when the run has none), which choose the backend.
 
 The pieces: ``abdus.inference.export`` (tracing, metadata, the files beside a run),
 ``abdus.inference.quantize`` (INT8) and ``abdus.inference.compare`` (``int8_cost``).
@@ -33,8 +34,9 @@ def export_onnx(
 
     ``calibration_images``: preprocessed train-split images used for the activation ranges;
     ``calibration_method``: "percentile" (default), "minmax" or "entropy"; ``check_images``:
-    with ``int8``, up to this many test-split images of DATA on which the INT8 file is compared
-    with PyTorch fp32 (``int8_cost``: view accuracy and caliper change in mm; 0 skips it).
+    with ``int8``, up to this many validation-split images of DATA (test split when the run has
+    no validation patients) on which the INT8 file is compared with PyTorch fp32
+    (``int8_cost``: view accuracy and caliper change in mm; 0 skips it).
 
     Returns the report: ``file``, ``precision``, ``size_mb`` (MiB), ``max_abs_diff`` per output
     (|ONNX Runtime - PyTorch fp32| on random inputs; ``max_abs_diff_real`` on preprocessed
