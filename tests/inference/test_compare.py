@@ -43,3 +43,28 @@ def test_summarise_change_by_hand():
     assert change["mean_landmark_shift_mm"] == pytest.approx(4 * 0.5 / 4)  # 1 of 4 landmarks
     assert change["mean_landmark_shift_px"] == pytest.approx(4 / 4)
     assert change["mean_measurement_change_px"] == pytest.approx((np.sqrt(116.0) - 10.0) / 2)
+
+
+def test_summarise_change_apart_for_low_confidence_landmarks():
+    """A jump on a landmark the reference flags as low confidence counts in the overall
+    figures and is left out of the ``confident_*`` ones."""
+    kl = VIEW_INDEX["kidney_left_long"]
+    b = LANDMARK_INDEX["kl_la_2"]
+    points = np.zeros((2, NUM_LANDMARKS, 2))
+    points[:, b] = (10.0, 0.0)
+    moved = points.copy()
+    moved[1, b] = (30.0, 0.0)  # image 1 jumps 20 px = 10 mm
+    confidence = np.ones((2, NUM_LANDMARKS))
+    confidence[1, b] = 0.2  # below predict's 0.3: flagged
+    reference = _outputs(points, [kl, kl], kl, 0.5)
+    reference.confidence = confidence
+    change = summarise_change(reference, _outputs(moved, [kl, kl], kl, 0.5))
+    assert change["mean_measurement_change_mm"] == pytest.approx(5.0)
+    assert change["share_over_2mm"] == 0.5
+    assert change["n_confident_measurements"] == 1
+    assert change["confident_mean_measurement_change_mm"] == 0.0
+    assert change["confident_share_over_2mm"] == 0.0
+    # without confidences nothing is split off
+    assert "n_confident_measurements" not in summarise_change(
+        _outputs(points, [kl, kl], kl, 0.5), _outputs(moved, [kl, kl], kl, 0.5)
+    )

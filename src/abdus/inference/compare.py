@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from abdus.data.dataset import IGNORE_VIEW, UltrasoundDataset
 from abdus.data.splits import split_records
 from abdus.errors import AbdusInputError
-from abdus.inference.predictor import Predictor
+from abdus.inference.predictor import LOW_LANDMARK_CONFIDENCE, Predictor
 from abdus.io.manifest import load_manifest
 from abdus.modelfile import open_network
 from abdus.taxonomy import LANDMARK_INDEX, MEASUREMENTS, TASK_BY_NAME, VIEW_NAMES, VIEWS
@@ -30,12 +30,15 @@ from abdus.taxonomy import LANDMARK_INDEX, MEASUREMENTS, TASK_BY_NAME, VIEW_NAME
 class SplitOutputs:
     """One predictor's outputs on a split: ``views`` (N,) predicted class, ``points``
     (N, 14, 2) model px (NaN where not decoded), plus the shared reference labels
-    ``ref_views`` (N,) (-100 none) and ``spacing`` (N,) mm per model px (NaN unknown)."""
+    ``ref_views`` (N,) (-100 none) and ``spacing`` (N,) mm per model px (NaN unknown);
+    ``confidence`` (N, 14) each landmark's peak / amplitude, as ``predict`` reports it (None:
+    not collected)."""
 
     views: np.ndarray
     points: np.ndarray
     ref_views: np.ndarray
     spacing: np.ndarray
+    confidence: np.ndarray | None = None
 
 
 def collect_outputs(
@@ -66,10 +69,10 @@ def collect_outputs(
         [dataset.transform(i).model_spacing_mm or np.nan for i in range(len(records))]
     )
     views_of = [VIEW_NAMES[v] if v != IGNORE_VIEW else None for v in ref_views]
-    found: list[tuple[list, list]] = [([], []) for _ in predictors]
+    found: list[tuple[list, list, list]] = [([], [], []) for _ in predictors]
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         index = batch["index"].tolist()
-        for predictor, (views, points) in zip(predictors, found, strict=True):
+        for predictor, (views, points, confidence) in zip(predictors, found, strict=True):
             outs = predictor.run_network(
                 batch["image"], batch["class_image"], batch["region"],
                 views=[views_of[i] for i in index], task_only=True,
@@ -78,9 +81,10 @@ def collect_outputs(
                 -1 if o.probabilities is None else int(o.probabilities.argmax()) for o in outs
             ]
             points += [o.points_model for o in outs]
+            confidence += [o.confidence for o in outs]
     return [
-        SplitOutputs(np.asarray(v), np.stack(p).astype(np.float64), ref_views, spacing)
-        for v, p in found
+        SplitOutputs(np.asarray(v), np.stack(p).astype(np.float64), ref_views, spacing, np.stack(c))
+        for v, p, c in found
     ]
 
 
@@ -98,7 +102,7 @@ def summarise_change(reference: SplitOutputs, candidate: SplitOutputs) -> dict[s
             accuracy_change_points=100.0 * (acc_cand - acc_ref),
             view_agreement=float((reference.views == candidate.views).mean()),
         )
-    changes, shifts = _caliper_changes(reference, candidate, labelled)
+    changes, shifts, confident = _caliper_changes(reference, candidate, labelled)
     every = [v for values in changes.values() for v in values]  # (mm, px) pairs
     mm_changes = [mm for mm, _ in every]
     out.update(
@@ -117,16 +121,30 @@ def summarise_change(reference: SplitOutputs, candidate: SplitOutputs) -> dict[s
         mean_landmark_shift_mm=float(np.mean([mm for mm, _ in shifts])) if shifts else None,
         mean_landmark_shift_px=float(np.mean([px for _, px in shifts])) if shifts else None,
     )
+    if reference.confidence is not None:
+        # The calipers whose two landmarks the reference does not flag as low confidence
+        # (``predict``'s warning): on a trained model the jumps between competing maxima sit
+        # mostly on flagged landmarks, i.e. where fp32's answer is ambiguous already.
+        kept = [mm for mm, ok in zip(mm_changes, confident, strict=True) if ok]
+        out.update(
+            n_confident_measurements=len(kept),
+            confident_mean_measurement_change_mm=float(np.mean(kept)) if kept else None,
+            confident_share_over_2mm=float(np.mean(np.asarray(kept) > 2.0)) if kept else None,
+        )
     return out
 
 
 def _caliper_changes(
     reference: SplitOutputs, candidate: SplitOutputs, labelled: np.ndarray
-) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]]]:
+) -> tuple[dict[str, list[tuple[float, float]]], list[tuple[float, float]], list[bool]]:
     """Per measurement code, |candidate - reference| caliper length, and per landmark the
-    shift, each as (mm, model px), on the reader-A view's task of each measurable image."""
+    shift, each as (mm, model px), on the reader-A view's task of each measurable image; and,
+    per caliper in the order of the codes' lists, whether the reference's two landmarks are at
+    or above ``LOW_LANDMARK_CONFIDENCE`` (True when no confidence was collected)."""
     changes: dict[str, list[tuple[float, float]]] = {m.code: [] for m in MEASUREMENTS}
     shifts: list[tuple[float, float]] = []
+    confident: dict[str, list[bool]] = {m.code: [] for m in MEASUREMENTS}
+    conf = reference.confidence
     for i in np.flatnonzero(labelled & np.isfinite(reference.spacing)):
         task = VIEWS[reference.ref_views[i]].task
         if task is None:
@@ -142,7 +160,9 @@ def _caliper_changes(
             cand = np.hypot(*(candidate.points[i, a] - candidate.points[i, b]))
             px = float(abs(cand - ref))
             changes[m.code].append((px * mm, px))
-    return changes, shifts
+            sure = conf is None or min(conf[i, a], conf[i, b]) >= LOW_LANDMARK_CONFIDENCE
+            confident[m.code].append(bool(sure))
+    return changes, shifts, [ok for values in confident.values() for ok in values]
 
 
 def int8_cost(
@@ -193,7 +213,10 @@ def compare_predictors(
     ``mean_measurement_change_mm`` / ``max_measurement_change_mm`` / ``median_`` / ``p90_``
     (|candidate - reference| in mm), ``share_over_2mm`` (fraction of calipers that moved more
     than 2 mm), per code, and ``mean_landmark_shift_mm``; ``*_px`` the same in model pixels
-    (comparable across presets: at the paper's 0.5 mm per px, 0.4 px is 0.2 mm).
+    (comparable across presets: at the paper's 0.5 mm per px, 0.4 px is 0.2 mm); and the same
+    mean and share over the calipers whose two reference landmarks ``predict`` does not flag as
+    low confidence (``n_confident_measurements``, ``confident_mean_measurement_change_mm``,
+    ``confident_share_over_2mm``).
     """
     if reference.preprocess != candidate.preprocess:
         raise ValueError("the two predictors preprocess differently; they cannot be compared")
@@ -214,5 +237,12 @@ def format_cost(cost: dict[str, Any]) -> str:
             f"({cost['mean_measurement_change_px']:.3f} model px), median "
             f"{cost['median_measurement_change_mm']:.3f} mm, "
             f"{100 * cost['share_over_2mm']:.1f}% over 2 mm (n={cost['n_measurements']})"
+        )
+    if cost.get("confident_mean_measurement_change_mm") is not None:
+        parts.append(
+            "calipers without a low-confidence landmark: mean "
+            f"{cost['confident_mean_measurement_change_mm']:.3f} mm, "
+            f"{100 * cost['confident_share_over_2mm']:.1f}% over 2 mm "
+            f"(n={cost['n_confident_measurements']})"
         )
     return "; ".join(parts)
