@@ -19,6 +19,7 @@ from abdus.models import (
     model_size_mb,
 )
 from abdus.models.decoder import LandmarkDecoder
+from abdus.models.encoder import StridedPointwiseConv
 from abdus.models.gcn import BoundaryRefinement, GlobalConvolution
 from abdus.taxonomy import LANDMARK_INDEX, NUM_LANDMARKS, NUM_VIEWS, TASK_BY_NAME
 
@@ -263,3 +264,35 @@ def test_only_computes_one_output(tiny):
         build_model("mfcn", **tiny)(x, only="logits")
     with pytest.raises(ValueError, match="no output 'heatmaps'"):
         build_model("stl", **tiny)(x, only="heatmaps")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_pointwise_conv_is_the_1x1_strided_conv(channels_last):
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(8, 16, kernel_size=1, stride=2, bias=False)
+    ours = StridedPointwiseConv(8, 16, stride=2)
+    ours.load_state_dict(plain.state_dict())  # the same key: model files load unchanged
+    x = torch.randn(3, 8, 17, 16)  # an odd side: the last row is kept, as stride 2 keeps it
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    results = []
+    for conv, inp in ((plain, x), (ours.to(memory_format=fmt), x.contiguous(memory_format=fmt))):
+        inp = inp.clone().requires_grad_()
+        out = conv(inp)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), inp.grad, conv.weight.grad))
+    if channels_last:  # the subsampling path: the same function, summed in another order
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b)
+    else:  # NCHW is the plain convolution: runs trained in it are unchanged bit for bit
+        for a, b in zip(*results, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_resnet_projection_shortcuts_use_the_strided_pointwise_conv(tiny):
+    model = build_model("mgcn_r", **tiny)
+    pointwise = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)
+    ]
+    strided = [m for m in pointwise if m.stride != (1, 1)]
+    assert strided and all(isinstance(m, StridedPointwiseConv) for m in strided)
+    assert any(isinstance(m, StridedPointwiseConv) and m.stride == (2, 2) for m in model.modules())

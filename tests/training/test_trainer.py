@@ -73,6 +73,25 @@ def test_tiny_run_lowers_both_losses_and_writes_a_complete_run(tmp_path, one_thr
     assert torch.equal(mine["logits"], theirs["logits"])
 
 
+def test_a_channels_last_run_on_the_cpu_trains_through_short_last_batches(tmp_path, one_thread):
+    # demo trains in channels-last on the CPU; 45 training images in batches of 4 and 8 leave
+    # short last batches (1 and 5 images), the sizes PyTorch 2.13's 1x1 stride-2 backward
+    # corrupted memory at (models.encoder.StridedPointwiseConv)
+    config = with_epochs(tiny_config(channels_last=True), 1, 1, 1)
+    trainer = Trainer(config, tmp_path, synthetic_data(config, 45), init_distributed("cpu"))
+    trainer.run()
+    trainer.finish()
+    convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    records = read_metrics(tmp_path)
+    assert [r["stage"] for r in records] == [LANDMARKS, VIEWS, REFIT]
+    assert all(np.isfinite(r["train"]["loss"]) for r in records)
+    model, _, _ = load_model_from_run(tmp_path)  # the model file loads in any format
+    with torch.inference_mode():
+        out = model(synthetic_data(config, 11, 1).train[3]["image"][None])
+    assert torch.isfinite(out["heatmaps"]).all() and torch.isfinite(out["logits"]).all()
+
+
 def _snapshot(modules) -> list[dict[str, torch.Tensor]]:
     return [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
 

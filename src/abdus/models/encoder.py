@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from monai.networks.nets.resnet import ResNetBlock, ResNetBottleneck
 from torch import nn
+from torch.nn import functional as F
 
 from abdus.errors import AbdusInputError
 
@@ -58,6 +59,29 @@ def stage_channels(depth: str, widths: Sequence[int]) -> tuple[int, int, int, in
     return tuple(w * expansion for w in widths)  # type: ignore[return-value]
 
 
+class StridedPointwiseConv(nn.Conv2d):
+    """The 1x1 stride-s projection of a ResNet shortcut (no bias), with a way around a
+    PyTorch bug: on a CPU, the backward pass of a 1x1 stride-2 convolution in the
+    channels-last format corrupted memory (``double free or corruption``, segmentation fault)
+    at some odd batch sizes (3, 5, 7, 9, 15 at 8 -> 16 channels, 16 x 16; PyTorch 2.13), which
+    kept CPU training out of channels-last. A channels-last input is therefore subsampled
+    first (every s-th pixel) and then convolved with stride 1: the same function. A contiguous
+    (NCHW) input takes the plain strided convolution, so NCHW training and every model trained
+    before are unchanged bit for bit. The parameter is ``weight`` as in ``nn.Conv2d``: model
+    files and torchvision's key layout load unchanged.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.stride[0]
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        if step == 1 or not channels_last:
+            return super().forward(x)
+        return F.conv2d(x[:, :, ::step, ::step], self.weight)
+
+
 def make_stage(depth: str, in_channels: int, width: int, stage: int) -> nn.Sequential:
     """Residual stage ``stage`` (1-4): (B, in_channels, h, w) -> (B, width*exp, h/s, w/s).
 
@@ -70,7 +94,7 @@ def make_stage(depth: str, in_channels: int, width: int, stage: int) -> nn.Seque
     downsample = None
     if stride != 1 or in_channels != out_channels:
         downsample = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+            StridedPointwiseConv(in_channels, out_channels, stride=stride),
             nn.BatchNorm2d(out_channels),
         )
     blocks = [block(in_channels, width, spatial_dims=2, stride=stride, downsample=downsample)]

@@ -114,7 +114,7 @@ def build_step_tools(
         scaler=scaler,
         ctx=ctx,
         amp_dtype=amp_dtype,
-        memory_format=memory_format(config.channels_last, ctx.device),
+        memory_format=memory_format(config.channels_last),
         loss=config.loss,
         threshold=codec_of(config).threshold,
         amplitude=config.heatmap_amplitude,

@@ -108,19 +108,16 @@ def make_grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.a
     return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
-def memory_format(
-    channels_last: bool, training_device: torch.device | str | None = None
-) -> torch.memory_format:
-    """``torch.channels_last`` (NHWC, faster convolutions on tensor cores and oneDNN) or not.
+def memory_format(channels_last: bool) -> torch.memory_format:
+    """``torch.channels_last`` (NHWC: faster convolutions on tensor cores and in oneDNN on a
+    CPU) when ``channels_last``, else the contiguous format, for training on any device and
+    for inference.
 
-    ``training_device``: where the network will be *trained*; on a CPU it always trains in the
-    contiguous format. Measured with PyTorch 2.13 (CPU): the backward pass of MGCN_R in
-    channels-last corrupted memory (double free or segmentation fault) for odd batch sizes
-    (3, 5, 7; tiny widths at 64 x 64), such as an epoch's short last batch, while even ones and
-    every forward pass ran. Inference (no ``training_device``) keeps channels-last.
+    CPU training stayed contiguous until the encoder's stride-2 projection shortcuts became
+    ``models.encoder.StridedPointwiseConv``: PyTorch 2.13's channels-last CPU backward of a
+    1x1 stride-2 convolution corrupted memory at some odd batch sizes (an epoch's short last
+    batch).
     """
-    if training_device is not None and torch.device(training_device).type != "cuda":
-        return torch.contiguous_format
     return torch.channels_last if channels_last else torch.contiguous_format
 
 

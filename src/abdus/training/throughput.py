@@ -71,7 +71,7 @@ def _step_tools(config: TrainConfig, stage: str, device: torch.device) -> StepTo
     model, discriminator = build_networks(config)
     for net in (model, discriminator):
         if net is not None:
-            net.to(device, memory_format=memory_format(config.channels_last, device)).train()
+            net.to(device, memory_format=memory_format(config.channels_last)).train()
     amp_dtype = resolve_amp(config.amp, device)
     return build_step_tools(
         config,

@@ -116,7 +116,7 @@ class Trainer:
             networks = build_networks(config)
         self.model, self.discriminator = networks
         self.stages = stages_of(self.model, config.stage3.epochs)
-        self.memory_format = memory_format(config.channels_last, ctx.device)
+        self.memory_format = memory_format(config.channels_last)
         for net in (self.model, self.discriminator):
             if net is not None:
                 net.to(ctx.device, memory_format=self.memory_format)
