@@ -3,6 +3,7 @@
     python scripts/bench_training.py                          # demo and paper, fp32 and bf16
     python scripts/bench_training.py --presets demo --amp off --steps 10
     python scripts/bench_training.py --presets demo --amp off --last-refine full half
+    python scripts/bench_training.py --presets demo --amp off --memory-format nchw channels-last
     python scripts/bench_training.py --pipeline --presets demo --amp off   # data paths, inference
 
 Random data through the trainer's own step functions (``abdus.training.throughput``): the
@@ -64,6 +65,10 @@ def main() -> None:
         "--last-refine", nargs="+", default=None, choices=("full", "half"),
         help="decoder's last refinement, each in turn (default: the preset's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--memory-format", nargs="+", default=None, choices=("nchw", "channels-last"),
+        help="train in each in turn (default: the preset's channels_last)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=None, help="dataset: print stage-1 loss curves instead")
     parser.add_argument("--lrs", nargs="+", type=float, default=None, help="stage-1 lrs (--data)")
@@ -85,11 +90,14 @@ def main() -> None:
     results = []
     for preset in args.presets:
         base = preset_config(preset, args.model)
-        for amp, refine in itertools.product(
-            args.amp, args.last_refine or [base.model_options.last_refine]
+        formats = args.memory_format or ["channels-last" if base.channels_last else "nchw"]
+        for amp, refine, fmt in itertools.product(
+            args.amp, args.last_refine or [base.model_options.last_refine], formats
         ):
             network = dataclasses.replace(base.model_options, last_refine=refine)
-            config = dataclasses.replace(base, amp=amp, model_options=network)
+            config = dataclasses.replace(
+                base, amp=amp, model_options=network, channels_last=fmt == "channels-last"
+            )
             for stage in args.stages:
                 began = time.perf_counter()
                 row = measure_training(

@@ -75,3 +75,14 @@ def test_training_throughput_numbers_its_steps_so_the_patchgan_keeps_its_rhythm(
     row = measure_training(config, LANDMARKS, device=torch.device("cpu"), steps=3, warmup=2)
     assert len(calls) == 2 and row["discriminator"]
     assert row["images_per_s_mean"] > 0 and row["images_per_s"] > 0
+
+
+def test_bench_training_measures_each_memory_format(monkeypatch, capsys, one_thread):
+    argv = ["bench_training.py", "--presets", "tiny", "--amp", "off", "--stages", "landmarks"]
+    argv += ["--steps", "1", "--warmup", "1", "--memory-format", "nchw", "channels-last"]
+    monkeypatch.setattr("sys.argv", argv)
+    _load("bench_training").main()
+    lines = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in lines if line.startswith('{"')]  # not the summary
+    assert [r["channels_last"] for r in rows] == [False, True]
+    assert all(r["images_per_s"] > 0 and math.isfinite(r["loss_last"]) for r in rows)
