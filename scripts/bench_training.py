@@ -23,7 +23,10 @@ image from file to measurements). Ratios are comparable within one run only.
 
 On the 2-core VMs used for development, OpenMP's default busy-waiting made step times vary
 tenfold from run to run; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) or
-``--threads 1`` gave stable numbers. The environment is printed with the results.
+``--threads 1`` gave stable numbers. The environment is printed with the results. Stable is not
+fast: on an idle 2-core machine PASSIVE made a short demo training run 1.5x slower (145 s against
+97 s, docs/benchmarks.md, "Channels-last training on the CPU"), and abdus never sets it, so
+compare figures only within one setting.
 """
 
 from __future__ import annotations
