@@ -64,11 +64,12 @@ class StridedPointwiseConv(nn.Conv2d):
     PyTorch bug: on a CPU, the backward pass of a 1x1 stride-2 convolution in the
     channels-last format corrupted memory (``double free or corruption``, segmentation fault)
     at some odd batch sizes (3, 5, 7, 9, 15 at 8 -> 16 channels, 16 x 16; PyTorch 2.13), which
-    kept CPU training out of channels-last. A channels-last input is therefore subsampled
-    first (every s-th pixel) and then convolved with stride 1: the same function. A contiguous
-    (NCHW) input takes the plain strided convolution, so NCHW training and every model trained
-    before are unchanged bit for bit. The parameter is ``weight`` as in ``nn.Conv2d``: model
-    files and torchvision's key layout load unchanged.
+    kept CPU training out of channels-last. A channels-last input on the CPU is therefore
+    subsampled first (every s-th pixel) and then convolved with stride 1: the same function.
+    Every other input (NCHW, or on a GPU) takes the plain strided convolution, so NCHW
+    training, GPU training and every model trained before are unchanged bit for bit. The
+    parameter is ``weight`` as in ``nn.Conv2d``: model files and torchvision's key layout load
+    unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
@@ -77,7 +78,7 @@ class StridedPointwiseConv(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         step = self.stride[0]
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        if step == 1 or not channels_last:
+        if step == 1 or not channels_last or not x.is_cpu:
             return super().forward(x)
         return F.conv2d(x[:, :, ::step, ::step], self.weight)
 
