@@ -74,9 +74,9 @@ def test_tiny_run_lowers_both_losses_and_writes_a_complete_run(tmp_path, one_thr
 
 
 def test_a_channels_last_run_on_the_cpu_trains_through_short_last_batches(tmp_path, one_thread):
-    # demo trains in channels-last on the CPU; 45 training images in batches of 4 and 8 leave
-    # short last batches (1 and 5 images), the sizes PyTorch 2.13's 1x1 stride-2 backward
-    # corrupted memory at (models.encoder.StridedPointwiseConv)
+    # channels_last: true (the paper preset's) trains in channels-last on the CPU too; the view
+    # stage's 45 images in batches of 8 leave a short last batch of 5, a size PyTorch 2.13's
+    # 1x1 stride-2 backward corrupted memory at (models.encoder.StridedPointwiseConv)
     config = with_epochs(tiny_config(channels_last=True), 1, 1, 1)
     trainer = Trainer(config, tmp_path, synthetic_data(config, 45), init_distributed("cpu"))
     trainer.run()
