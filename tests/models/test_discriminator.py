@@ -47,6 +47,24 @@ def test_measured_receptive_field_matches(n_layers):
     assert extent == (receptive_field(n_layers),) * 2
 
 
+def test_downsample_judges_the_pair_average_pooled():
+    """``downsample`` 2: D is the same PatchGAN applied to the 2x2-averaged pair (a quarter of
+    the pixels, half the logit map's side); 1 keeps pix2pix's layers and state-dict keys."""
+    torch.manual_seed(0)
+    full = build_discriminator(width=4).eval()
+    half = build_discriminator(width=4, downsample=2).eval()
+    assert next(iter(full.state_dict())) == "model.0.weight"  # the first conv, as before
+    assert isinstance(half.model[0], torch.nn.AvgPool2d)
+    for mine, theirs in zip(half.state_dict().values(), full.state_dict().values(), strict=True):
+        mine.copy_(theirs)
+    x = torch.rand(2, 1 + NUM_LANDMARKS, 128, 128)
+    torch.testing.assert_close(half(x), full(torch.nn.functional.avg_pool2d(x, 2)))
+    assert full(x).shape == (2, 1, 14, 14) and half(x).shape == (2, 1, 6, 6)
+    assert DiscriminatorConfig.from_dict({"downsample": 2}).downsample == 2
+    with pytest.raises(ValueError, match="downsample must be >= 1"):
+        DiscriminatorConfig(downsample=0)
+
+
 def test_instance_norm_option_and_config_errors():
     disc = build_discriminator(width=4, norm="instance")
     assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in disc.modules())

@@ -26,17 +26,21 @@ NORMS = ("batch", "instance")
 @dataclass(frozen=True)
 class DiscriminatorConfig:
     """PatchGAN settings. ``width``: channels of the first layer (64); ``n_layers``: strided
-    layers (3 gives the 70x70 receptive field); ``norm``: "batch" or "instance"."""
+    layers (3 gives the 70x70 receptive field); ``norm``: "batch" or "instance";
+    ``downsample``: D sees the image and heat maps average-pooled by this factor (1: at the
+    network's input size, pix2pix; 2: at half of it, a quarter of the pixels, so each patch
+    covers twice the span in mm)."""
 
     width: int = 64
     n_layers: int = 3
     norm: str = "batch"
     in_channels: int = 1 + NUM_LANDMARKS
+    downsample: int = 1
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
             raise ValueError(f"unknown norm {self.norm!r}; valid: {', '.join(NORMS)}")
-        for name in ("width", "n_layers", "in_channels"):
+        for name in ("width", "n_layers", "in_channels", "downsample"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -61,7 +65,10 @@ class PatchDiscriminator(nn.Module):
         self.config = config = config or DiscriminatorConfig()
         norm_layer = nn.BatchNorm2d if config.norm == "batch" else nn.InstanceNorm2d
         use_bias = config.norm == "instance"  # pix2pix: BN has its own shift
+        factor = int(config.downsample)
+        pool: list[nn.Module] = [nn.AvgPool2d(factor)] if factor > 1 else []
         layers: list[nn.Module] = [
+            *pool,
             nn.Conv2d(config.in_channels, config.width, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
