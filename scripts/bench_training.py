@@ -4,6 +4,7 @@
     python scripts/bench_training.py --presets demo --amp off --steps 10
     python scripts/bench_training.py --presets demo --amp off --last-refine full half
     python scripts/bench_training.py --presets demo --amp off --memory-format nchw channels-last
+    python scripts/bench_training.py --presets demo --amp off --discriminator-downsample 1 2
     python scripts/bench_training.py --pipeline --presets demo --amp off   # data paths, inference
 
 Random data through the trainer's own step functions (``abdus.training.throughput``): the
@@ -72,6 +73,10 @@ def main() -> None:
         "--memory-format", nargs="+", default=None, choices=("nchw", "channels-last"),
         help="train in each in turn (default: the preset's channels_last)",
     )  # fmt: skip
+    parser.add_argument(
+        "--discriminator-downsample", nargs="+", type=int, default=None,
+        help="the PatchGAN's input pooling factor, each in turn (default: the preset's)",
+    )  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", default=None, help="dataset: print stage-1 loss curves instead")
     parser.add_argument("--lrs", nargs="+", type=float, default=None, help="stage-1 lrs (--data)")
@@ -94,13 +99,16 @@ def main() -> None:
     for preset in args.presets:
         base = preset_config(preset, args.model)
         formats = args.memory_format or ["channels-last" if base.channels_last else "nchw"]
-        for amp, refine, fmt in itertools.product(
-            args.amp, args.last_refine or [base.model_options.last_refine], formats
+        poolings = args.discriminator_downsample or [base.discriminator_options.downsample]
+        for amp, refine, fmt, pooling in itertools.product(
+            args.amp, args.last_refine or [base.model_options.last_refine], formats, poolings
         ):
             network = dataclasses.replace(base.model_options, last_refine=refine)
+            critic = dataclasses.replace(base.discriminator_options, downsample=pooling)
             config = dataclasses.replace(
-                base, amp=amp, model_options=network, channels_last=fmt == "channels-last"
-            )
+                base, amp=amp, model_options=network, discriminator_options=critic,
+                channels_last=fmt == "channels-last",
+            )  # fmt: skip
             for stage in args.stages:
                 began = time.perf_counter()
                 row = measure_training(
@@ -108,7 +116,7 @@ def main() -> None:
                 )
                 row.update(
                     preset=preset, model=args.model, last_refine=refine,
-                    wall_s=time.perf_counter() - began,
+                    discriminator_downsample=pooling, wall_s=time.perf_counter() - began,
                 )  # fmt: skip
                 results.append(row)
                 print(json.dumps(row), flush=True)

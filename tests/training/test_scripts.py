@@ -77,12 +77,15 @@ def test_training_throughput_numbers_its_steps_so_the_patchgan_keeps_its_rhythm(
     assert row["images_per_s_mean"] > 0 and row["images_per_s"] > 0
 
 
-def test_bench_training_measures_each_memory_format(monkeypatch, capsys, one_thread):
+def test_bench_training_measures_each_memory_format_and_pooling(monkeypatch, capsys, one_thread):
     argv = ["bench_training.py", "--presets", "tiny", "--amp", "off", "--stages", "landmarks"]
     argv += ["--steps", "1", "--warmup", "1", "--memory-format", "nchw", "channels-last"]
+    argv += ["--discriminator-downsample", "1", "2"]
     monkeypatch.setattr("sys.argv", argv)
     _load("bench_training").main()
     lines = capsys.readouterr().out.splitlines()
     rows = [json.loads(line) for line in lines if line.startswith('{"')]  # not the summary
-    assert [r["channels_last"] for r in rows] == [False, True]
+    assert [r["channels_last"] for r in rows] == [False, False, True, True]
+    assert [r["discriminator_downsample"] for r in rows] == [1, 2, 1, 2]
+    assert all(r["discriminator"] for r in rows)
     assert all(r["images_per_s"] > 0 and math.isfinite(r["loss_last"]) for r in rows)
