@@ -237,8 +237,11 @@ def test_every_config_key_is_documented():
 
 def test_demo_recipe_trains_the_shared_stages_on_views_then_refits_the_landmark_path():
     c = preset_config("demo")
-    assert (c.stage1.epochs, c.stage2.epochs, c.stage3.epochs) == (16, 18, 3)
+    assert (c.stage1.epochs, c.stage2.epochs, c.stage3.epochs) == (16, 18, 5)
     assert c.view_stage_trains_shared and c.discriminator_every == 4
+    # the CPU's fast path: NHWC, the images on the device, the PatchGAN at half the input size
+    assert c.channels_last and c.data_on_device == "on"
+    assert c.discriminator_options.downsample == 2
     assert c.model_options.last_refine == "half"  # the demo's; the paper refines at full size:
     assert preset_config("paper").model_options.last_refine == "full"
     assert c.model_options.classifier_dropout == 0.1  # the view head learns in its 18 epochs
