@@ -60,7 +60,7 @@ showed the published one does not learn (docs/benchmarks.md, "What makes the net
   stage's images on the training device (``data_on_device: on``; the CPU loader's worker
   processes were slower on two cores) and the PatchGAN judging the pair at half the input size
   (``discriminator_options.downsample`` 2; the decoder's last refinement is at half size
-  anyway). The training took about 1.4 times less time on 2 AVX-512 cores, and two more refit
+  anyway). The training took 1.33-1.37 times less time on 2 AVX-512 cores, and two more refit
   epochs bring the landmark path further back from the view stage (docs/benchmarks.md, "The
   CPU's fast path and a 5-epoch refit");
 * scanner-like augmentation (shift, zoom, rotation, gain, gamma);
@@ -180,8 +180,9 @@ def _demo() -> TrainConfig:
         last_refine="half",
     )
     # 2 mm pixels, 128 x 128, sigma 3 px, the decoder's last refinement at 64 x 64;
-    # scanner-like augmentation; the view stage trains the shared stages too, then a 3-epoch
-    # refit of the landmark path beside a new PatchGAN, which learns on every 4th step
+    # scanner-like augmentation; the view stage trains the shared stages too, then a 5-epoch
+    # refit of the landmark path beside a new PatchGAN, which learns on every 4th step and
+    # judges the pair at 64 x 64; channels-last, the images on the device (the CPU's fast path)
     stages = ((DEMO_LANDMARK_EPOCHS, 16, 1e-3), (DEMO_VIEW_EPOCHS, 32, 2e-3))
     extra = {
         "augment": True,
