@@ -27,7 +27,9 @@ from abdus.training.device_data import (
     shard_positions,
 )
 from abdus.training.distributed import DistributedContext, init_distributed
-from abdus.training.stages import LANDMARKS, STAGES, VIEWS, codec_of
+from abdus.training.runlog import read_metrics
+from abdus.training.stages import LANDMARKS, REFIT, STAGES, VIEWS, codec_of
+from abdus.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +171,23 @@ def test_device_batches_on_cuda_match_the_loader(cohort_data):
             # exp on the GPU may differ in the last bit: heat maps to float32 resolution.
             tolerance = 1e-6 * config.heatmap_amplitude if key == "heatmaps" else 0.0
             torch.testing.assert_close(got[key].cpu(), value, rtol=0, atol=tolerance)
+
+
+def test_the_demos_fast_path_trains_every_stage_on_the_cpu(cohort_data, tmp_path, one_thread):
+    """The ``demo`` preset's CPU settings on the tiny network: channels-last, the images on the
+    device, the PatchGAN at half the input size; landmarks, views and the refit all train."""
+    config, data, ctx = cohort_data
+    critic = dataclasses.replace(config.discriminator_options, downsample=2)
+    config = dataclasses.replace(config, channels_last=True, discriminator_options=critic)
+    stages = {
+        f"stage{n}": dataclasses.replace(getattr(config, f"stage{n}"), epochs=1) for n in (1, 2, 3)
+    }
+    config = dataclasses.replace(config, **stages)
+    assert all(data_on_device(data, stage, config, ctx) for stage in (LANDMARKS, VIEWS, REFIT))
+    trainer = Trainer(config, tmp_path, data, ctx)
+    trainer.run()
+    trainer.finish()
+    records = read_metrics(tmp_path)
+    assert [r["stage"] for r in records] == [LANDMARKS, VIEWS, REFIT]
+    assert all(math.isfinite(r["train"]["loss"]) for r in records)
+    assert isinstance(trainer.discriminator.model[0], torch.nn.AvgPool2d)
