@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from training_synthetic import synthetic_data, tiny_config
+from training_synthetic import synthetic_data, tiny_config, with_epochs
 
 from abdus.data.dataset import AugmentConfig
 from abdus.data.heatmaps import HeatmapCodec
@@ -178,11 +178,8 @@ def test_the_demos_fast_path_trains_every_stage_on_the_cpu(cohort_data, tmp_path
     device, the PatchGAN at half the input size; landmarks, views and the refit all train."""
     config, data, ctx = cohort_data
     critic = dataclasses.replace(config.discriminator_options, downsample=2)
-    config = dataclasses.replace(config, channels_last=True, discriminator_options=critic)
-    stages = {
-        f"stage{n}": dataclasses.replace(getattr(config, f"stage{n}"), epochs=1) for n in (1, 2, 3)
-    }
-    config = dataclasses.replace(config, **stages)
+    fast = dataclasses.replace(config, channels_last=True, discriminator_options=critic)
+    config = with_epochs(fast, 1, 1, 1)
     assert all(data_on_device(data, stage, config, ctx) for stage in (LANDMARKS, VIEWS, REFIT))
     trainer = Trainer(config, tmp_path, data, ctx)
     trainer.run()
