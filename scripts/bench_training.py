@@ -6,6 +6,7 @@
     python scripts/bench_training.py --presets demo --amp off --memory-format nchw channels-last
     python scripts/bench_training.py --presets demo --amp off --discriminator-downsample 1 2
     python scripts/bench_training.py --pipeline --presets demo --amp off   # data paths, inference
+    python scripts/bench_training.py --presets demo --amp off --allocator system keep system keep
 
 Random data through the trainer's own step functions (``abdus.training.throughput``): the
 landmark stage (with the PatchGAN for mgcn_r) and the view stage, each at its preset batch
@@ -28,6 +29,11 @@ tenfold from run to run; ``OMP_WAIT_POLICY=PASSIVE`` (set before Python starts) 
 fast: on an idle 2-core machine PASSIVE made a short demo training run 1.5x slower (145 s against
 97 s, docs/benchmarks.md, "Channels-last training on the CPU"), and abdus never sets it, so
 compare figures only within one setting.
+
+``--allocator`` runs the whole measurement once per value, each in a fresh process, in the
+order given: ``keep`` with the C heap keeping freed memory as the ``abdus`` commands run
+(``abdus.allocator``), ``system`` with glibc's defaults. Each row then carries its allocator and
+the minor page faults (``ru_minflt``) and kernel seconds of its measurement.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ import dataclasses
 import itertools
 import json
 import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +54,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from abdus.allocator import keep_freed_memory
 from abdus.inference.benchmark import run_benchmark
 from abdus.phantom.generate import generate_cohort
 from abdus.training.datasets import load_training_data
@@ -85,7 +94,18 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10, help="generated cohort (--pipeline)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile (--pipeline)")
     parser.add_argument("--inference-repeats", type=int, default=10, help="(--pipeline)")
+    parser.add_argument(
+        "--allocator", nargs="+", default=None, choices=("system", "keep"),
+        help="the C heap's settings, each in a fresh process in turn (default: glibc's, as "
+        "imported; abdus commands run with keep)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.allocator and len(args.allocator) > 1:
+        each_allocator(args.allocator)
+        return
+    allocator = None
+    if args.allocator:
+        allocator = keep_freed_memory() if args.allocator[0] == "keep" else "system"
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.pipeline:
@@ -110,13 +130,16 @@ def main() -> None:
                 channels_last=fmt == "channels-last",
             )  # fmt: skip
             for stage in args.stages:
-                began = time.perf_counter()
+                began, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
                 row = measure_training(
                     config, stage, device=device, steps=args.steps, warmup=args.warmup
                 )
+                after = resource.getrusage(resource.RUSAGE_SELF)
                 row.update(
                     preset=preset, model=args.model, last_refine=refine,
                     discriminator_downsample=pooling, wall_s=time.perf_counter() - began,
+                    allocator=allocator, minor_faults=after.ru_minflt - usage.ru_minflt,
+                    kernel_s=round(after.ru_stime - usage.ru_stime, 2),
                 )  # fmt: skip
                 results.append(row)
                 print(json.dumps(row), flush=True)
@@ -129,6 +152,22 @@ def main() -> None:
         "results": results,
     }
     print(json.dumps(summary, indent=1))
+
+
+def each_allocator(allocators: list[str]) -> None:
+    """This script again with the same options, once per allocator in a fresh process (the C
+    heap's settings hold for a process's life); its rows as they come, then their summary."""
+    argv, rows = sys.argv[1:], []
+    cut = argv.index("--allocator")
+    rest = argv[:cut] + list(itertools.dropwhile(lambda a: not a.startswith("--"), argv[cut + 1 :]))
+    for allocator in allocators:
+        command = [sys.executable, __file__, *rest, "--allocator", allocator]
+        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+        for line in done.stdout.splitlines():
+            if line.startswith('{"stage"'):
+                rows.append(json.loads(line))
+                print(line, flush=True)
+    print(json.dumps({"cpu_count": os.cpu_count(), "results": rows}, indent=1))
 
 
 def _machine(device: torch.device) -> dict:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from abdus import __version__
+from abdus.allocator import keep_freed_memory
 from abdus.choices import ABLATION_ORDER, BACKEND_CHOICES, MODELS, PRESETS
 from abdus.errors import AbdusInputError
 
@@ -20,6 +21,21 @@ RESNET_DEPTHS = ("resnet18", "resnet34", "resnet50")  # abdus.models.encoder.RES
 DEVICE_HELP = "cpu, cuda or cuda:N (default: auto, the GPU when there is one)"
 PRESET_HELP = "tiny (tests), demo (minutes on a CPU) or paper (the published scale; a GPU)"
 DATA_HELP = "dataset folder (with manifest.json) or manifest path"
+# Batch commands: their C heap keeps freed memory for the next step (abdus.allocator); the
+# services (serve, review) and info keep glibc's defaults.
+HEAP_KEEPING_COMMANDS = frozenset(
+    (
+        "generate",
+        "train",
+        "distill",
+        "evaluate",
+        "reproduce",
+        "predict",
+        "export",
+        "benchmark",
+        "demo",
+    )
+)
 
 
 def _call(target: str, args: argparse.Namespace, positional: str, keywords: str = "") -> Any:
@@ -367,6 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``abdus`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in HEAP_KEEPING_COMMANDS:
+        keep_freed_memory()
     try:
         return int(args.func(args) or 0)
     except AbdusInputError as err:
