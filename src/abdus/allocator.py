@@ -4,9 +4,10 @@ glibc's malloc serves every block above its mmap threshold (128 KiB, raised adap
 32 MiB) with a fresh ``mmap`` and gives it back with ``munmap`` when it is freed, and it hands
 the top of its heap back to the kernel once more than the trim threshold (128 KiB) lies free
 there. A training or inference step allocates and frees its activations, a few MiB each, hundreds
-of times, so every step faults in and zeroes fresh pages: the demo's landmark stage made about
-6 million minor page faults and spent 14 of its 48 s in the kernel in one benchmark
-(``scripts/bench_training.py --allocator system keep``, docs/benchmarks.md, "The C heap").
+of times, so every step faults in and zeroes fresh pages: a benchmark of the demo's three
+training stages made about 6 million minor page faults and spent 14 of its 48 s in the kernel
+(``scripts/bench_training.py --allocator system keep``; docs/benchmarks.md, "The C heap keeps
+freed memory").
 
 ``keep_freed_memory`` sets ``M_MMAP_MAX`` to 0 (no block is served by its own ``mmap``; the heap
 grows instead), ``M_TRIM_THRESHOLD`` to 1 GiB (up to that much free memory stays at the heap's
@@ -16,8 +17,9 @@ the landmark stage ran 1.2-1.3x faster. This is what jemalloc or tcmalloc, the a
 PyTorch's CPU performance guide recommends preloading, also do; ``mallopt`` needs no preload.
 The computation is unchanged, so a trained model is the same to the last digit.
 
-The price is memory that stays with the process after its peak (at most the peak plus 1 GiB
-free), which a batch command does not mind. The services (``abdus serve``, ``abdus review``)
+The price is memory that stays with the process after its peak (up to 1 GiB free at the
+heap's top, besides what freed blocks inside the heap hold), which a batch command does not
+mind. The services (``abdus serve``, ``abdus review``)
 run for days and keep glibc's defaults. ``ABDUS_MALLOC=system`` keeps the defaults everywhere;
 so do a preloaded allocator (``LD_PRELOAD``) and glibc's own ``MALLOC_*`` settings or
 ``GLIBC_TUNABLES``, which this never overrides. Elsewhere than glibc (macOS, musl) it does
