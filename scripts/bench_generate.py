@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from abdus.allocator import keep_freed_memory
 from abdus.phantom.generate import generate_cohort, views_of_patient
 from abdus.phantom.render import sample_patient, scan_view
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    heap = keep_freed_memory()  # as `abdus generate` runs (abdus.allocator); forked jobs inherit it
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())  # other work on the machine skews img/s
     rows = [
         time_generate(args.patients, args.seed, image_format, jobs)
@@ -95,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         for jobs in args.jobs
     ]
     render_ms = round(time_render_only(args.seed), 1)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"C heap: {heap}"
+    )
     if args.json:
         report = {"machine": machine, "load_average": load, "render_ms": render_ms, "runs": rows}
         print(json.dumps(report, indent=2))

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from abdus.allocator import keep_freed_memory
 from abdus.demo import DEMO_PATIENTS, DEMO_SECOND_READS, run_demo
 from abdus.evaluation.evaluate import evaluate_run
 from abdus.io.atomic import atomic_write_json
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("--fresh-patients", type=int, default=40)
     parser.add_argument("--fresh-seed", type=int, default=1000)
     args = parser.parse_args()
+    keep_freed_memory()  # as `abdus demo` runs (abdus.allocator)
 
     fresh = args.out / "fresh"
     if not (fresh / "manifest.json").is_file():
