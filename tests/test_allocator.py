@@ -62,3 +62,29 @@ def test_the_environment_and_a_preloaded_allocator_are_respected():
 def test_batch_commands_keep_freed_memory_and_the_services_do_not():
     assert {"train", "demo", "generate", "reproduce", "evaluate"} <= HEAP_KEEPING_COMMANDS
     assert not {"serve", "review", "info"} & HEAP_KEEPING_COMMANDS
+
+
+_LARGE_IN_THREADS = """
+import threading
+import torch
+from abdus.allocator import keep_freed_memory
+assert keep_freed_memory() == "keep"
+sums = []
+def work():
+    for mib in (100, 300):  # larger than the 64 MiB heaps of a thread arena
+        sums.append(float(torch.ones(mib << 18).sum()))
+threads = [threading.Thread(target=work) for _ in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sorted(sums))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="mallopt is glibc's")
+def test_kept_heap_still_serves_blocks_larger_than_a_thread_arena():
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _LARGE_IN_THREADS],
+        capture_output=True, text=True, check=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.stdout.split() == ["[26214400.0,", "26214400.0,", "78643200.0,", "78643200.0]"]
