@@ -44,6 +44,13 @@ from torch.utils.data import Dataset
 from abdus.data.heatmaps import HeatmapCodec
 from abdus.data.masking import landmark_region
 from abdus.data.preprocess import PreprocessConfig, SourceToModel, preprocess_image
+from abdus.data.shadows import (
+    MAX_TURN_DEG,
+    START_X_FRACTION,
+    START_Y_FRACTION,
+    shadow_factor,
+    shadow_spares,
+)
 from abdus.io.atomic import atomic_path, atomic_write_json
 from abdus.io.manifest import ImageRecord, Manifest, landmark_array
 from abdus.io.reader import read_frame
@@ -59,14 +66,18 @@ IGNORE_VIEW = -100  # torch.nn.functional.cross_entropy's default ignore_index
 @dataclass(frozen=True)
 class AugmentConfig:
     """Small random changes for training: translation, isotropic scaling, rotation, intensity
-    gamma and gain.
+    gamma and gain, acoustic shadows.
 
     ``translate_fraction``: max shift as a fraction of the canvas side (model px).
     ``scale_range``: zoom factor range about the canvas centre. ``rotation_deg``: max rotation
     about the canvas centre, degrees either way (a probe held a little turned).
     ``gamma_range``: exponent range, drawn log-uniformly (pixels ** gamma on [0, 1]).
     ``gain_range``: brightness factor range after gamma (a scanner's overall gain), clipped to
-    [0, 1]. The defaults (no rotation, gain 1) are the augmentation of abdus 0.1 runs.
+    [0, 1]. ``shadow_probability``: the chance that an image gets one acoustic shadow
+    (``abdus.data.shadows``: a dark band behind a rib, never over a landmark),
+    ``shadow_width_fraction`` its width range as a fraction of the canvas width and
+    ``shadow_transmission`` the range of the echo it keeps. The defaults (no rotation, gain 1,
+    no shadows) are the augmentation of abdus 0.1 runs.
     """
 
     translate_fraction: float = 0.05
@@ -74,6 +85,9 @@ class AugmentConfig:
     rotation_deg: float = 0.0
     gamma_range: tuple[float, float] = (0.7, 1.4)
     gain_range: tuple[float, float] = (1.0, 1.0)
+    shadow_probability: float = 0.0
+    shadow_width_fraction: tuple[float, float] = (0.04, 0.12)
+    shadow_transmission: tuple[float, float] = (0.05, 0.35)
 
     def __post_init__(self) -> None:
         positive = (*self.scale_range, *self.gamma_range, *self.gain_range)
@@ -82,6 +96,16 @@ class AugmentConfig:
                              f"0 <= rotation_deg <= 180, got {self}")  # fmt: skip
         if min(positive) <= 0:
             raise ValueError(f"augmentation scale, gamma and gain ranges must be > 0, got {self}")
+        (w_low, w_high), (t_low, t_high) = self.shadow_width_fraction, self.shadow_transmission
+        if not (
+            0.0 <= self.shadow_probability <= 1.0
+            and 0.0 < w_low <= w_high < 0.5
+            and 0.0 <= t_low <= t_high <= 1.0
+        ):
+            raise ValueError(
+                "augmentation needs shadow_probability in [0, 1], shadow_width_fraction within "
+                f"(0, 0.5) and shadow_transmission within [0, 1], each low <= high, got {self}"
+            )
 
 
 def read_record_image(manifest: Manifest, record: ImageRecord) -> UltrasoundImage:
@@ -341,7 +365,23 @@ class UltrasoundDataset(Dataset):
         pixels = warped[0].clamp_(0.0, 1.0).pow_(gamma)
         if gain != 1.0:
             pixels = pixels.mul_(gain).clamp_(0.0, 1.0)
+        if cfg.shadow_probability > 0 and rng.uniform() < cfg.shadow_probability:
+            pixels = self._shadow(rng, pixels, points)
         return pixels, warped[1], points, zoom
+
+    def _shadow(self, rng: np.random.Generator, pixels: torch.Tensor, points: np.ndarray):
+        """``pixels`` (H, W) with one acoustic shadow drawn from ``rng``, unless it would cover
+        a landmark of ``points`` (C, 2) model px (``abdus.data.shadows``)."""
+        cfg, (H, W) = self.augment_config, pixels.shape
+        start = torch.tensor(
+            [[rng.uniform(*START_X_FRACTION) * W, rng.uniform(*START_Y_FRACTION) * H]]
+        )
+        angle = torch.tensor([np.radians(rng.uniform(-MAX_TURN_DEG, MAX_TURN_DEG))])
+        width = torch.tensor([rng.uniform(*cfg.shadow_width_fraction) * W])
+        transmission = torch.tensor([rng.uniform(*cfg.shadow_transmission)])
+        if not bool(shadow_spares(torch.from_numpy(points)[None], start, angle, width)[0]):
+            return pixels
+        return pixels * shadow_factor((H, W), start, angle, width, transmission)[0, 0]
 
 
 def dataset_summary(dataset: UltrasoundDataset) -> dict[str, Any]:

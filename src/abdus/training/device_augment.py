@@ -1,6 +1,6 @@
 """Batched augmentation on the training device: the changes of ``UltrasoundDataset._augment``
-(zoom, rotation, shift about the canvas centre; gamma, gain), drawn per image by a torch
-generator and applied to a whole batch in one ``affine_grid`` / ``grid_sample``.
+(zoom, rotation, shift about the canvas centre; gamma, gain; acoustic shadows), drawn per image
+by a torch generator and applied to a whole batch in one ``affine_grid`` / ``grid_sample``.
 
 The geometry is the CPU augmentation's: model px ``p' = centre + A (p - centre) + shift`` with
 ``A = zoom x rotation``, the image resampled at the inverse map (bilinear, ``align_corners``),
@@ -20,18 +20,39 @@ import torch
 import torch.nn.functional as F
 
 from abdus.data.dataset import AugmentConfig
+from abdus.data.shadows import (
+    MAX_TURN_DEG,
+    START_X_FRACTION,
+    START_Y_FRACTION,
+    shadow_factor,
+    shadow_spares,
+)
+
+
+@dataclass(frozen=True)
+class ShadowDraw:
+    """One batch's acoustic shadows (``abdus.data.shadows``), each (B,) on the device:
+    ``drawn`` bool (the image gets one, if it spares the landmarks), ``start`` (B, 2) model px
+    (x, y), ``angle`` radians, ``width`` model px, ``transmission``."""
+
+    drawn: torch.Tensor
+    start: torch.Tensor
+    angle: torch.Tensor
+    width: torch.Tensor
+    transmission: torch.Tensor
 
 
 @dataclass(frozen=True)
 class AugmentDraw:
     """One batch's random changes, each (B,) float64 on the device (``shift`` (B, 2) model px
-    as (x, y); ``angle`` radians)."""
+    as (x, y); ``angle`` radians); ``shadow`` None when the config draws none."""
 
     zoom: torch.Tensor
     shift: torch.Tensor
     angle: torch.Tensor
     gamma: torch.Tensor
     gain: torch.Tensor
+    shadow: ShadowDraw | None = None
 
 
 def draw_augmentation(
@@ -49,13 +70,25 @@ def draw_augmentation(
     shift = uniform(-t, t, 2) * torch.tensor([W, H], dtype=torch.float64, device=generator.device)
     log_gamma = uniform(math.log(config.gamma_range[0]), math.log(config.gamma_range[1]))
     turn = math.radians(config.rotation_deg)
-    return AugmentDraw(
-        zoom=uniform(*config.scale_range),
-        shift=shift,
-        angle=uniform(-turn, turn),
-        gamma=torch.exp(log_gamma),
-        gain=uniform(*config.gain_range),
+    geometry = {
+        "zoom": uniform(*config.scale_range),
+        "shift": shift,
+        "angle": uniform(-turn, turn),
+        "gamma": torch.exp(log_gamma),
+        "gain": uniform(*config.gain_range),
+    }
+    if config.shadow_probability <= 0:  # no draws: the stream of runs without shadows stays
+        return AugmentDraw(**geometry)
+    shadow_turn = math.radians(MAX_TURN_DEG)
+    start = torch.stack((uniform(*START_X_FRACTION) * W, uniform(*START_Y_FRACTION) * H), -1)
+    shadow = ShadowDraw(
+        drawn=uniform(0.0, 1.0) < config.shadow_probability,
+        start=start,
+        angle=uniform(-shadow_turn, shadow_turn),
+        width=uniform(*config.shadow_width_fraction) * W,
+        transmission=uniform(*config.shadow_transmission),
     )
+    return AugmentDraw(**geometry, shadow=shadow)
 
 
 def forward_matrix(draw: AugmentDraw) -> torch.Tensor:
@@ -99,8 +132,9 @@ def augment_batch(
 
     Returns:
         (image, kept, points): the image resampled then ``clamp(0, 1) ** gamma``, times
-        ``gain`` and clipped; the mask resampled (bilinear, as the CPU path; threshold 0.5
-        later); the points moved by the forward map.
+        ``gain`` and clipped, then darkened by its shadow where it has one that spares its
+        landmarks; the mask resampled (bilinear, as the CPU path; threshold 0.5 later); the
+        points moved by the forward map.
     """
     H, W = image.shape[-2:]
     grid = sampling_grid(draw, (H, W))
@@ -110,4 +144,11 @@ def augment_batch(
     gamma = draw.gamma.float()[:, None, None, None]
     gain = draw.gain.float()[:, None, None, None]
     pixels = warped[:, :1].clamp(0.0, 1.0).pow(gamma).mul(gain).clamp(0.0, 1.0)
-    return pixels, warped[:, 1:], move_points(points, draw, (H, W))
+    moved = move_points(points, draw, (H, W))
+    shadow = draw.shadow
+    if shadow is not None:
+        applied = shadow.drawn & shadow_spares(moved, shadow.start, shadow.angle, shadow.width)
+        transmission = torch.where(applied, shadow.transmission, torch.ones_like(shadow.width))
+        factor = shadow_factor((H, W), shadow.start, shadow.angle, shadow.width, transmission)
+        pixels = pixels * factor.to(pixels.dtype)
+    return pixels, warped[:, 1:], moved
