@@ -19,11 +19,10 @@ The computation is unchanged, so a trained model is the same to the last digit.
 
 The price is memory that stays with the process after its peak (up to 1 GiB free at the
 heap's top, besides what freed blocks inside the heap hold), which a batch command does not
-mind. The services (``abdus serve``, ``abdus review``)
-run for days and keep glibc's defaults. ``ABDUS_MALLOC=system`` keeps the defaults everywhere;
-so do a preloaded allocator (``LD_PRELOAD``) and glibc's own ``MALLOC_*`` settings or
-``GLIBC_TUNABLES``, which this never overrides. Elsewhere than glibc (macOS, musl) it does
-nothing.
+mind. The services (``abdus serve``, ``abdus review``) run for days and keep glibc's defaults.
+``ABDUS_MALLOC=system`` keeps the defaults everywhere; so do a preloaded allocator
+(``LD_PRELOAD``) and glibc's own ``MALLOC_*`` settings or ``GLIBC_TUNABLES``, which this never
+overrides. Elsewhere than glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
