@@ -290,7 +290,8 @@ def test_unreadable_instances_get_a_failure_status_and_the_server_goes_on(
         assert len(errors) >= 2 and "truncated" in errors[0]["message"]
         uid = pydicom.dcmread(us_files[2]).SOPInstanceUID
         wait_for(lambda: (spool / "done" / f"{uid}.json").exists(), "the good file processed")
-        assert not [p for p in (spool / "incoming").iterdir()]
+        # the incoming file goes just after the done marker is written, not before
+        wait_for(lambda: not list((spool / "incoming").iterdir()), "an empty incoming folder")
 
 
 def test_a_destination_down_then_up_gets_the_result(model: Path, us_files: list[Path], tmp_path):
