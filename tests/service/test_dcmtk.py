@@ -55,7 +55,7 @@ def test_echoscu_verifies_abdus_serve(node_and_receiver, dcmtk_tool):
 
 
 def test_storescu_instances_are_processed_and_their_srs_forwarded(
-    node_and_receiver, dcmtk_tool, us_study: list[Path]
+    node_and_receiver, dcmtk_tool, us_study: list[Path], bounded_wait
 ):
     serve, receiver = node_and_receiver
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in us_study]
@@ -81,7 +81,14 @@ def test_storescu_instances_are_processed_and_their_srs_forwarded(
     references = [referenced_sop_instances(ds) & set(sop_uids) for ds in received]
     assert sorted(uid for refs in references for uid in refs) == sorted(sop_uids)
 
-    metrics = serve.get_text("/metrics")
+    # storescp has each file before abdus has its C-STORE response and counts the forward,
+    # and a forward can start before its instance is counted as processed
+    def all_counted() -> str | None:
+        text = serve.get_text("/metrics")
+        counted = ("abdus_results_forwarded", "abdus_instances_processed")
+        return text if all(metric_total(text, c) >= len(us_study) for c in counted) else None
+
+    metrics = bounded_wait(all_counted, timeout_s=PROCESS_S, what="the counts in /metrics")
     assert metric_total(metrics, "abdus_instances_received") == len(us_study)
     assert metric_total(metrics, "abdus_instances_processed") == len(us_study)
     assert metric_total(metrics, "abdus_results_forwarded") == len(us_study)

@@ -194,7 +194,8 @@ def test_echo_store_process_and_forward_the_sr(model: Path, us_files: list[Path]
             code, body = http(status, f"/studies/{study}")
             assert code == 200
             assert [r["name"] for r in json.loads(body)["results"]] == [uid]
-        assert not list((spool / "incoming").iterdir())
+        # an instance's incoming file goes just after its done marker, which its forward awaits
+        wait_for(lambda: not list((spool / "incoming").iterdir()), "an empty incoming folder")
         sources = sorted(
             ds.CurrentRequestedProcedureEvidenceSequence[0]
             .ReferencedSeriesSequence[0]
@@ -204,12 +205,18 @@ def test_echo_store_process_and_forward_the_sr(model: Path, us_files: list[Path]
         )
         assert sources == sorted(pydicom.dcmread(p).SOPInstanceUID for p in us_files[:2])
         wait_for(lambda: not any((spool / "outbox").rglob("*.dcm")), "an empty outbox")
-        code, metrics = http(status, "/metrics")
-        text = metrics.decode()
-        assert code == 200
-        assert "abdus_instances_received_total 2.0" in text
-        assert "abdus_instances_processed_total 2.0" in text
-        assert "abdus_receipt_to_forward_seconds_count 2.0" in text
+        # a forward is counted and logged just after its outbox file goes
+        wanted = (
+            "abdus_instances_received_total 2.0",
+            "abdus_instances_processed_total 2.0",
+            "abdus_receipt_to_forward_seconds_count 2.0",
+        )
+        assert http(status, "/metrics")[0] == 200
+        wait_for(
+            lambda: all(w in http(status, "/metrics")[1].decode() for w in wanted),
+            "the counts in /metrics",
+        )
+        wait_for(lambda: len(log_events(spool, "forward")) == 2, "two forward events")
         events = {r["event"] for r in map(json.loads, (spool / "serve.log.jsonl").open())}
         assert {"association", "received", "processed", "result", "forward"} <= events
 
@@ -304,7 +311,8 @@ def test_a_destination_down_then_up_gets_the_result(model: Path, us_files: list[
         assert list((spool / "outbox").rglob("*.sr.dcm"))  # kept while the destination is down
         with receiver(port) as (_, received):
             wait_for(lambda: received, "the forward after the destination came up")
-        assert not list((spool / "outbox").rglob("*.sr.dcm"))
+            # the outbox file goes once the C-STORE's response is back, after the receipt
+            wait_for(lambda: not list((spool / "outbox").rglob("*.sr.dcm")), "an empty outbox")
 
 
 def test_a_result_goes_to_failed_after_the_last_retry(model: Path, us_files: list[Path], tmp_path):
