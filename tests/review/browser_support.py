@@ -75,7 +75,7 @@ def chromium_path() -> str | None:
     return which("chromium") or which("chromium-browser")
 
 
-def wait_shown(page, item_id: str | None = None, timeout_ms: float = 20_000) -> None:
+def wait_shown(page, item_id: str | None = None, timeout_ms: float = 60_000) -> None:
     """Wait until the page shows an image (of ``item_id`` when given)."""
     if item_id is None:
         page.wait_for_function(

@@ -333,10 +333,12 @@ def test_the_server_listens_on_a_free_port_and_says_where(predictions, tmp_path)
     )
     thread.start()
     try:
-        for _ in range(400):
+        for _ in range(1200):  # at most 60 s
             if (out / "review.json").is_file() or not thread.is_alive():
                 break
             time.sleep(0.05)
+        assert thread.is_alive(), "abdus review stopped before it said where it listens"
+        assert (out / "review.json").is_file(), "no review.json after 60 s"
         status = json.loads((out / "review.json").read_text())
         url = f"http://{status['host']}:{status['port']}/api/items"
         with urllib.request.urlopen(url, timeout=10) as reply:

@@ -19,23 +19,17 @@ def _parameters(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _run_workers(args: list[str], world: int, tmp_path) -> list[dict]:
-    """Train with ``world`` torchrun-style gloo processes; each rank's dumped state dicts."""
-    port = str(free_port())
+    """Train with ``world`` torchrun-style gloo processes; each rank's dumped state dicts.
+
+    The rendezvous port is free when chosen but bound by rank 0 only seconds later: when
+    something took it in between, the launch is retried once on another port. Every worker is
+    killed when the launch fails, so none is left waiting at a barrier."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    procs = [
-        start_worker(
-            [*args, "--dump", str(tmp_path / f"r{rank}.pt")],
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-        )
-        for rank in range(world)
-    ]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0] * world, outputs
+    for attempt in range(2):
+        outputs, codes = _launch(args, world, tmp_path, str(free_port()))
+        if codes == [0] * world or attempt or not any(_PORT_TAKEN in o for o in outputs):
+            break
+    assert codes == [0] * world, outputs
     return [torch.load(tmp_path / f"r{rank}.pt", weights_only=True) for rank in range(world)]
 
 
@@ -56,6 +50,34 @@ def test_two_gloo_processes_keep_identical_parameters(tmp_path, cohort, cohort_c
     # The ranks saw different shards: the discriminator's (local) BatchNorm statistics differ.
     stats = [k for k in r0["d"] if k.endswith("running_mean")]
     assert any(not torch.equal(r0["d"][k], r1["d"][k]) for k in stats)
+
+
+_PORT_TAKEN = "address already in use"
+
+
+def _launch(args: list[str], world: int, tmp_path, port: str) -> tuple[list[str], list[int]]:
+    """Start ``world`` ranks rendezvousing on ``port``; (their outputs, their exit codes)."""
+    procs = []
+    try:
+        for rank in range(world):
+            procs.append(
+                start_worker(
+                    [*args, "--dump", str(tmp_path / f"r{rank}.pt")],
+                    RANK=str(rank),
+                    LOCAL_RANK=str(rank),
+                    WORLD_SIZE=str(world),
+                    LOCAL_WORLD_SIZE=str(world),
+                    MASTER_ADDR="127.0.0.1",
+                    MASTER_PORT=port,
+                )
+            )
+        outputs = [p.communicate(timeout=180)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return [o.lower() for o in outputs], [p.returncode for p in procs]
 
 
 def _epoch_images(count: int, world: int, batch_size: int) -> int:

@@ -47,6 +47,17 @@ def test_sigkill_then_resume_continues_and_matches_an_uninterrupted_run(
     run, reference = tmp_path / "killed", tmp_path / "reference"
     proc = _abdus_train(cohort, run, config)
     uninterrupted = _abdus_train(cohort, reference, config)  # meanwhile, on the other core
+    try:
+        _check_kill_and_resume(cohort, run, reference, proc, uninterrupted)
+    finally:  # neither training outlives a failed assertion
+        for p in (proc, uninterrupted):
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+def _check_kill_and_resume(cohort, run, reference, proc, uninterrupted) -> None:
+    """Kill `proc` after its first checkpoint, resume it here, compare with `uninterrupted`."""
     _wait_for(run / "checkpoint.pt", proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
