@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="demo folder (default runs/demo): each run in OUT/runs/N, the cohort in "
         "OUT/cohorts/ (reused while seed, patients and generator match)",
     )
-    p.add_argument("--patients", type=int, default=None, help="synthetic patients (default 240)")
+    p.add_argument("--patients", type=int, default=None, help="synthetic patients (default 320)")
     p.add_argument("--preset", default="demo", choices=PRESETS, help=PRESET_HELP)
     p.add_argument("--seed", type=int, default=0, help="cohort, split and training seed")
     p.set_defaults(func=_cmd_demo)

@@ -9,7 +9,7 @@ architecture, writes the report and prints a short, honest summary.
 Every ``abdus demo`` gets its own folder and reuses the cohort while its settings match, so it
 can be run again and again (``run_new_demo``)::
 
-    OUT/cohorts/seed0-240p/     the cohort (its manifest's meta says what it was generated with)
+    OUT/cohorts/seed0-320p/     the cohort (its manifest's meta says what it was generated with)
     OUT/runs/1/run/             the trained model (model.pt, config.yaml, logs)
     OUT/runs/1/evaluation/      metrics.json, report.md, report.html
     OUT/runs/1/summary.json     what the terminal summary shows
@@ -37,7 +37,7 @@ from abdus.phantom.generate import GENERATOR, MARKER_NAME, CohortConfig, generat
 from abdus.taxonomy import MEASUREMENT_CODES, NUM_VIEWS
 from abdus.training.trainer import train
 
-DEMO_PATIENTS = 240
+DEMO_PATIENTS = 320
 DEMO_SECOND_READS = 1.0  # share of images reader B also reads (the human row's basis)
 COHORTS_DIR, RUNS_DIR = "cohorts", "runs"  # under the demo folder: OUT/cohorts/*, OUT/runs/N
 LEGACY_COHORT = "data"  # run_demo's own cohort (and earlier demos'): reused when it matches
