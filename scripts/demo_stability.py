@@ -10,6 +10,13 @@ no demo uses, and with every image read by reader B). It prints, per seed and on
 cohort, the view accuracy and the seven measurement MAEs beside reader B, the share of landmarks
 more than 20 mm from reader A, and the spread (max - min) over the seeds; everything goes to
 ``OUT/stability.json``. Each demo takes ~10-15 minutes on 2 CPU cores.
+
+Each seed generates its own cohort, so the seeds' test patients differ, and a spread over the
+seeds is partly the models' and partly their test patients'. The cohorts share no patient, so
+every seed's model is also evaluated on every other seed's test patients (``cross``): on the
+same patients the models differ by ``cross_spread["models"]`` (the largest over the test sets
+of the spread over the models), and one model on the different test sets by
+``cross_spread["test_sets"]``.
 """
 
 from __future__ import annotations
@@ -22,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from abdus.allocator import keep_freed_memory
+from abdus.data.splits import split_records
 from abdus.demo import DEMO_PATIENTS, DEMO_SECOND_READS, run_demo
-from abdus.evaluation.evaluate import evaluate_run
+from abdus.evaluation.evaluate import evaluate_predictions, evaluate_run, open_run, predict_split
 from abdus.io.atomic import atomic_write_json
+from abdus.io.manifest import load_manifest
 from abdus.phantom.generate import generate_cohort
 from abdus.taxonomy import MEASUREMENT_CODES
 
@@ -57,6 +66,46 @@ def row(label: str, f: dict[str, Any]) -> str:
 def spread(values: list[float | None]) -> float | None:
     found = [v for v in values if v is not None]
     return max(found) - min(found) if found else None
+
+
+def cross_figures(runs: dict[int, Path], cohorts: dict[int, Path]) -> dict[str, Any]:
+    """Every seed's model on every seed's test patients (that seed's own split of its cohort),
+    as ``figures``, keyed "MODEL_SEED->TEST_SEED"."""
+    out: dict[str, Any] = {}
+    splits = {seed: open_run(run)[1] for seed, run in runs.items()}
+    for model_seed, run in runs.items():
+        predictor = open_run(run)[0]
+        for test_seed, data in cohorts.items():
+            manifest = load_manifest(data)
+            records = split_records(manifest, "test", **splits[test_seed])
+            metrics = evaluate_predictions(
+                predict_split(predictor, manifest, records), classifies=predictor.classifies
+            )
+            out[f"{model_seed}->{test_seed}"] = figures(metrics)
+    return out
+
+
+def cross_spread(cross: dict[str, Any], seeds: list[int]) -> dict[str, dict[str, float | None]]:
+    """Per measurement, the largest spread over the models on one test set ("models") and the
+    largest spread of one model over the test sets ("test_sets")."""
+
+    def mae(model: int, test: int, code: str) -> float | None:
+        return cross[f"{model}->{test}"]["mae_mm"].get(code)
+
+    def largest(values: list[float | None]) -> float | None:
+        found = [v for v in values if v is not None]
+        return max(found) if found else None
+
+    return {
+        "models": {
+            c: largest([spread([mae(m, t, c) for m in seeds]) for t in seeds])
+            for c in MEASUREMENT_CODES
+        },
+        "test_sets": {
+            c: largest([spread([mae(m, t, c) for t in seeds]) for m in seeds])
+            for c in MEASUREMENT_CODES
+        },
+    }
 
 
 def main() -> None:
@@ -96,6 +145,14 @@ def main() -> None:
         "mae_mm": {c: spread([f["mae_mm"].get(c) for f in seeds]) for c in MEASUREMENT_CODES},
     }
     print("spread over seeds:", json.dumps(results["spread"]))
+    runs = {seed: args.out / f"seed-{seed}" / "run" for seed in args.seeds}
+    cohorts = {seed: args.out / f"seed-{seed}" / "data" for seed in args.seeds}
+    results["cross"] = cross_figures(runs, cohorts)
+    for key, f in results["cross"].items():
+        print(row(key, f))
+    results["cross_spread"] = cross_spread(results["cross"], args.seeds)
+    print("the same test patients, spread over the models / one model over the test sets:")
+    print(json.dumps(results["cross_spread"]))
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     flags = next((ln for ln in lscpu.splitlines() if ln.startswith("Flags")), "")
     results["machine"] = {

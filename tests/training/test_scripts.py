@@ -89,3 +89,14 @@ def test_bench_training_measures_each_memory_format_and_pooling(monkeypatch, cap
     assert [r["discriminator_downsample"] for r in rows] == [1, 2, 1, 2]
     assert all(r["discriminator"] for r in rows)
     assert all(r["images_per_s"] > 0 and math.isfinite(r["loss_last"]) for r in rows)
+
+
+def test_demo_stability_separates_the_models_spread_from_the_test_patients():
+    stability = _load("demo_stability")
+    # LL_LA MAE (mm) of model m on seed t's test patients: set 1 is harder for every model
+    mae = {(0, 0): 6.0, (0, 1): 8.0, (1, 0): 6.5, (1, 1): 8.2}
+    cross = {f"{m}->{t}": {"mae_mm": {"LL_LA": v}} for (m, t), v in mae.items()}
+    found = stability.cross_spread(cross, [0, 1])
+    assert math.isclose(found["models"]["LL_LA"], 0.5)  # on test set 0: 6.5 - 6.0
+    assert math.isclose(found["test_sets"]["LL_LA"], 2.0)  # model 0: 8.0 - 6.0
+    assert found["models"]["KL_LA"] is None  # no figure, no spread
