@@ -80,7 +80,7 @@ recipe is ``--preset paper --config scripts/paper_recipe.yaml``.
 The variants of the ablation (Table 1) train as in the paper: ``mgcn_r`` with the L2,
 coordinate and adversarial losses; ``mgcn`` / ``mfcn`` / ``sfcn`` with the L2 loss only (their
 ``location`` and ``adversarial`` weights are 0); ``stl`` trains only the view stage, all its
-parameters, with the stage-2 optimizer (18 epochs in ``demo``, as many as the multi-task view
+parameters, with the stage-2 optimizer (14 epochs in ``demo``, as many as the multi-task view
 stage).
 """
 
