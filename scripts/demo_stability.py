@@ -71,13 +71,14 @@ def spread(values: list[float | None]) -> float | None:
 def cross_figures(runs: dict[int, Path], cohorts: dict[int, Path]) -> dict[str, Any]:
     """Every seed's model on every seed's test patients (that seed's own split of its cohort),
     as ``figures``, keyed "MODEL_SEED->TEST_SEED"."""
+    opened = {seed: open_run(run) for seed, run in runs.items()}  # (predictor, split, meta)
+    tests = {}  # each seed's test patients: (manifest, records), read once
+    for seed, data in cohorts.items():
+        manifest = load_manifest(data)
+        tests[seed] = manifest, split_records(manifest, "test", **opened[seed][1])
     out: dict[str, Any] = {}
-    splits = {seed: open_run(run)[1] for seed, run in runs.items()}
-    for model_seed, run in runs.items():
-        predictor = open_run(run)[0]
-        for test_seed, data in cohorts.items():
-            manifest = load_manifest(data)
-            records = split_records(manifest, "test", **splits[test_seed])
+    for model_seed, (predictor, _, _) in opened.items():
+        for test_seed, (manifest, records) in tests.items():
             metrics = evaluate_predictions(
                 predict_split(predictor, manifest, records), classifies=predictor.classifies
             )
