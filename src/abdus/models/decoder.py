@@ -88,8 +88,15 @@ class LandmarkDecoder(nn.Module):
             y = _upsample2(y) + self.skips[level](features[level])  # (B, L, h*2, w*2)
             y = self.refine[level + 1](y)
         if self.last_refine == "half":
-            return _upsample2(self.refine[0](y))  # (B, L, H, W)
-        return self.refine[0](_upsample2(y))  # (B, L, H, W)
+            y = _upsample2(self.refine[0](y))  # (B, L, H, W)
+        else:
+            y = self.refine[0](_upsample2(y))  # (B, L, H, W)
+        # The heat maps leave in the standard (B, L, H, W) layout whatever the trunk's memory
+        # format: the losses and the decoding meet them with targets in that layout, and on
+        # the CPU channels-last against contiguous made those elementwise ops and the per-map
+        # maxima several times slower (docs/benchmarks.md, "Landmark steps without layout
+        # conversions"). A no-op when they are contiguous already.
+        return y.contiguous()
 
 
 __all__ = ["LAST_REFINE_KINDS", "SKIP_KINDS", "LandmarkDecoder"]

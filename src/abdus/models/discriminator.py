@@ -84,9 +84,17 @@ class PatchDiscriminator(nn.Module):
             channels = out
         layers.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
         self.model = nn.Sequential(*layers)
+        self._first_conv_index = len(pool)
         _init_pix2pix(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input takes the memory format of the first convolution's weights (channels-last
+        when the trainer made the network so): on the CPU the pooling that ``downsample`` puts
+        first ran about 5x slower on a contiguous input (docs/benchmarks.md, "Landmark steps
+        without layout conversions")."""
+        first_conv = self.model[self._first_conv_index]
+        if first_conv.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
 

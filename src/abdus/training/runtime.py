@@ -43,6 +43,12 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
     On the CPU ``torch.use_deterministic_algorithms`` costs little and makes a resumed run
     reproduce an uninterrupted one bit for bit. On CUDA a few kernels used here (bilinear
     upsampling backward) have no deterministic version, so it only warns there.
+
+    The mode also fills every new uninitialised tensor with NaN by default, a debugging aid
+    that catches kernels reading memory they never wrote; it does not make anything more
+    deterministic. Here it is off: it was about 1,800 fills per ``demo`` landmark step on the
+    CPU (a few % of the step), and the models trained with and without it are equal to the last
+    bit (docs/benchmarks.md, "Landmark steps without layout conversions").
     """
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
@@ -50,6 +56,7 @@ def configure_determinism(deterministic: bool, device: torch.device) -> None:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 @contextlib.contextmanager
@@ -58,10 +65,12 @@ def deterministic_mode_restored() -> Iterator[None]:
     a caller such as an evaluation that runs next should get back what it had)."""
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def cpu_has_bf16() -> bool:
