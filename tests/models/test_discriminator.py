@@ -24,6 +24,32 @@ def test_pix2pix_70x70_output_size():
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_the_input_takes_the_memory_format_of_the_weights(downsample):
+    """A channels-last PatchGAN turns its input channels-last before the pooling and the first
+    convolution; a contiguous one leaves it alone. The logits and the input's gradient are the
+    contiguous network's."""
+    torch.manual_seed(0)
+    plain = build_discriminator(width=4, downsample=downsample)
+    fast = build_discriminator(width=4, downsample=downsample)
+    fast.load_state_dict(plain.state_dict())
+    fast.to(memory_format=torch.channels_last)
+    seen = []
+    hook = fast.model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    results = []
+    for disc in (plain, fast):
+        x = torch.rand(2, 1 + NUM_LANDMARKS, 64, 64, generator=torch.Generator().manual_seed(1))
+        x.requires_grad_()
+        out = disc(x)
+        out.sum().backward()
+        results.append((out.detach(), x.grad))
+    hook.remove()
+    assert seen[0].is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b)
+    assert "_first_conv_index" not in "".join(plain.state_dict())  # model files unchanged
+
+
 def test_default_widths_are_c64_c128_c256_c512():
     disc = build_discriminator()
     convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -196,6 +196,22 @@ def test_last_refine_at_half_resolution(tiny):
     assert ModelConfig.from_dict(model_descriptor(half)["config"]).last_refine == "half"
 
 
+@pytest.mark.parametrize("last_refine", ["full", "half"])
+def test_heatmaps_leave_in_the_standard_layout_from_a_channels_last_network(tiny, last_refine):
+    """A channels-last network (the trainer's fast path) still returns (B, L, H, W) heat maps
+    contiguous, as the targets are, with the values of the contiguous network."""
+    torch.manual_seed(0)
+    model = build_model("mgcn_r", **{**tiny, "last_refine": last_refine}).eval()
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        plain = model(x)["heatmaps"]
+        model.to(memory_format=torch.channels_last)
+        fast = model(x.contiguous(memory_format=torch.channels_last))["heatmaps"]
+    assert plain.is_contiguous() and fast.is_contiguous()
+    assert not fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain)
+
+
 def test_parameter_counts_at_depth_50():
     # torchvision resnet50 has 25,557,032 parameters; minus its 1000-way fc (2,049,000) and
     # minus 2/3 of the RGB conv1 (6,272) = 23,501,760; plus an 11-way fc (22,539).

@@ -25,7 +25,13 @@ from abdus.training.config import (
     scale_epochs,
 )
 from abdus.training.presets import preset_config, resolve_config
-from abdus.training.runtime import cpu_has_bf16, memory_format, resolve_amp
+from abdus.training.runtime import (
+    configure_determinism,
+    cpu_has_bf16,
+    deterministic_mode_restored,
+    memory_format,
+    resolve_amp,
+)
 
 CPU = torch.device("cpu")
 
@@ -149,6 +155,24 @@ def test_amp_resolution_on_the_cpu():
     else:
         with pytest.warns(UserWarning, match="no native bf16"):
             assert resolve_amp("bf16", CPU) is None
+
+
+def test_deterministic_mode_does_not_fill_new_tensors_and_is_restored():
+    """Training's deterministic mode leaves new tensors unfilled (torch's NaN fill only catches
+    reads of unwritten memory); the context manager gives back torch's settings as they were."""
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    with deterministic_mode_restored():
+        configure_determinism(True, torch.device("cpu"))
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+    after = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    assert after == before
 
 
 def test_channels_last_is_the_configs_choice_on_every_device():
