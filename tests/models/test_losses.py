@@ -11,6 +11,7 @@ from abdus.data.heatmaps import HeatmapCodec
 from abdus.losses import (
     LossConfig,
     LossWeights,
+    _with_landmarks,
     coordinate_loss,
     discriminator_loss,
     generator_adversarial_loss,
@@ -77,6 +78,24 @@ def test_absent_landmarks_give_zero_loss_and_exactly_zero_gradient(reduction):
     changed = pred.detach().clone()
     changed[absent] = 1e3  # a wild prediction on absent channels changes nothing
     assert heatmap_l2_loss(changed, target, mask, reduction) == loss.detach()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_l2_weighs_channel_sums_to_the_same_bits_as_weighing_pixels(reduction):
+    """Each channel's sum is weighed by the mask instead of each pixel: the same loss and
+    gradient to the last bit (trained models do not change)."""
+    torch.manual_seed(0)
+    pred = torch.randn(3, L, 16, 16, requires_grad=True)
+    target = torch.rand(3, L, 16, 16)
+    mask = _mask([0, 1], [6, 7, 8, 9], [2, 3, 4])
+    loss = heatmap_l2_loss(pred, target, mask, reduction)
+    (grad,) = torch.autograd.grad(loss, pred)
+    weight = mask[:, :, None, None]
+    per_image = ((pred - target).square() * weight).sum(dim=(2, 3)).sum(dim=1)
+    scale = mask.sum(dim=1) * (16 * 16 if reduction == "mean" else 1)
+    expected = (per_image / scale).sum() / 3
+    (expected_grad,) = torch.autograd.grad(expected, pred)
+    assert torch.equal(loss, expected) and torch.equal(grad, expected_grad)
 
 
 def test_images_without_landmarks_contribute_zero():
@@ -181,6 +200,21 @@ def test_discriminator_sees_absent_channels_as_zero_in_real_and_fake():
         torch.testing.assert_close(x[:, 0:1], image)
         assert torch.all(x[:, 1:][~mask.bool()] == 0)
         assert torch.all(x[:, 1:][mask.bool()] > 0)
+
+
+def test_discriminator_gets_the_whole_batch_when_every_image_has_landmarks():
+    """No image to leave out (the landmark stage): D gets the batch as it is, and the loss is
+    the one computed with the landmark-free filter's copy."""
+    torch.manual_seed(0)
+    disc = SpyDiscriminator()
+    image, fake = torch.rand(2, 1, 8, 8), torch.rand(2, L, 8, 8)
+    mask = _mask([0, 1], [7])
+    loss = generator_adversarial_loss(disc, image, fake, mask)
+    assert disc.inputs[0].shape[0] == 2
+    kept = _with_landmarks(image, fake, mask=mask)
+    assert kept[0] is image and kept[1] is fake  # no copy, no scatter in the backward
+    logits = disc.conv(torch.cat([image, fake * mask[:, :, None, None]], dim=1))
+    assert torch.equal(loss, F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)))
 
 
 def test_discriminator_loss_targets_and_detach():
