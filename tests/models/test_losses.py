@@ -203,8 +203,8 @@ def test_discriminator_sees_absent_channels_as_zero_in_real_and_fake():
 
 
 def test_discriminator_gets_the_whole_batch_when_every_image_has_landmarks():
-    """No image to leave out (the landmark stage): D gets the batch as it is, and the loss is
-    the one computed with the landmark-free filter's copy."""
+    """No image to leave out (the landmark stage): the filter hands D's inputs on uncopied, and
+    the loss is the BCE of D's logits on the whole batch against "real"."""
     torch.manual_seed(0)
     disc = SpyDiscriminator()
     image, fake = torch.rand(2, 1, 8, 8), torch.rand(2, L, 8, 8)
